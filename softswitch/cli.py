@@ -1,0 +1,94 @@
+"""Command line: ``softswitch run|check|registrations -c FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from .config import Config, ConfigError, load_config
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from .server import ListenError, serve
+
+    try:
+        import uvloop
+    except ImportError:
+        logging.getLogger("softswitch").warning("uvloop not installed; using the stdlib event loop")
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(serve(config))
+    except ListenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(
+        f"{args.config}: ok ({len(config.accounts)} accounts, {len(config.routes)} routes, "
+        f"listening on {', '.join(str(lst) for lst in config.listen)})"
+    )
+    return 0
+
+
+def cmd_registrations(args: argparse.Namespace) -> int:
+    from .location import read_bindings
+    from .server import location_db
+
+    config = _load(args.config)
+    now = time.time()
+    rows = read_bindings(location_db(config), now)
+    if not rows:
+        print("no registrations")
+        return 0
+    print(f"{'account':<12} {'expires':>7} {'q':>4}  {'contact':<50} {'source':<28} user-agent")
+    for b in rows:
+        print(
+            f"{b.aor:<12} {b.remaining(now):>7} {b.q:>4g}  {b.contact:<50} {b.source:<28} {b.user_agent or ''}"
+        )
+    print(f"{len(rows)} bindings, {len({b.aor for b in rows})} accounts")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="softswitch", description="SIP/RTP softswitch with a built-in ACD")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the switch")
+    run.add_argument("-c", "--config", required=True, help="config file (TOML)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="validate a config file; exit 1 listing every problem")
+    check.add_argument("-c", "--config", required=True)
+    check.set_defaults(func=cmd_check)
+    regs = sub.add_parser("registrations", help="list the current registrations")
+    regs.add_argument("-c", "--config", required=True)
+    regs.set_defaults(func=cmd_registrations)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The admin's config file (TOML), validated into typed settings.
+
+Every error names the file, the line where one can be found, and the key path,
+e.g. ``switch.toml:7: switch.listen[1]: unknown scheme 'sctp'; expected udp, tcp or tls``.
+Sections that later subsystems own (ivr, queues, agents, ...) are kept as raw
+tables here and validated by those subsystems' own checks.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .sip.auth import Credentials
+
+TRANSPORTS = ("udp", "tcp", "tls")
+LANGUAGES = ("zh", "en")
+ROUTE_TARGET = re.compile(r"^(extension|(ivr|queue|voicemail|trunk):[A-Za-z0-9_.-]+)$")
+KNOWN_SECTIONS = {
+    "switch", "registrar", "accounts", "routes", "recording", "trading", "ivr", "queues",
+    "agents", "trunks", "accounts_file",
+}  # fmt: skip
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; ``str()`` lists them, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    user: str
+    credentials: Credentials
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    match: str
+    to: str
+    pattern: re.Pattern[str] | None  # None: exact match on ``match``
+
+    def matches(self, number: str) -> bool:
+        return self.pattern.match(number) is not None if self.pattern else number == self.match
+
+
+@dataclass(slots=True)
+class Config:
+    path: Path
+    domain: str = "softswitch.local"
+    listen: list[Listener] = field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    rtp_ports: tuple[int, int] = (20000, 39999)
+    data_dir: Path = Path("var")
+    language: str = "zh"
+    max_calls: int = 4000
+    accounts: dict[str, Account] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+    nonce_ttl: float = 300.0
+    # MD5 first by default: SIPp and many deployed phones answer only the first challenge.
+    auth_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class _Checker:
+    """Collects problems with file/line/key context."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.problems: list[str] = []
+
+    def line_of(self, key: str) -> int | None:
+        """Best-effort line number of a dotted key path in the TOML text."""
+        parts = [p for p in re.split(r"\.|\[\d+\]", key) if p]
+        if not parts:
+            return None
+        leaf = parts[-1]
+        tables = parts[:-1]
+        start = 0
+        if tables:
+            header = re.compile(
+                r"^\s*\[\[?\s*" + r"\s*\.\s*".join(rf'"?{re.escape(t)}"?' for t in tables) + r"\s*\]\]?"
+            )
+            for i, line in enumerate(self.lines):
+                if header.match(line):
+                    start = i
+                    break
+            else:
+                start = 0
+        pat = re.compile(rf'^\s*"?{re.escape(leaf)}"?\s*=')
+        for i in range(start, len(self.lines)):
+            if pat.match(self.lines[i]):
+                return i + 1
+        header_leaf = re.compile(r"^\s*\[\[?[^\]]*\b" + re.escape(leaf) + r'"?\s*\]\]?')
+        for i in range(start, len(self.lines)):
+            if header_leaf.match(self.lines[i]):
+                return i + 1
+        return None
+
+    def error(self, key: str, message: str, *, line: int | None = None, path: Path | None = None) -> None:
+        line = line if line is not None else (self.line_of(key) if path is None else None)
+        where = f"{path or self.path}:{line}" if line else f"{path or self.path}"
+        self.problems.append(f"{where}: {key}: {message}")
+
+
+def _parse_listen(value: str) -> Listener:
+    m = re.fullmatch(r"([a-z]+)://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(\d+)", value)
+    if not m:
+        raise ValueError(f"bad listen address {value!r}; expected scheme://host:port")
+    scheme, host, port = m.group(1), m.group(2).strip("[]"), int(m.group(3))
+    if scheme not in TRANSPORTS:
+        raise ValueError(f"unknown scheme {scheme!r}; expected one of: {', '.join(TRANSPORTS)}")
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return Listener(scheme, host, port)
+
+
+def _check_type(chk: _Checker, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> bool:
+    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else ()):
+        chk.error(key, f"expected {what}, got {value!r}")
+        return False
+    if not isinstance(value, kind):
+        chk.error(key, f"expected {what}, got {type(value).__name__} {value!r}")
+        return False
+    return True
+
+
+def _load_accounts_csv(chk: _Checker, key: str, csv_path: Path, out: dict[str, Account]) -> None:
+    try:
+        text = csv_path.read_text(encoding="utf-8")
+    except OSError as e:
+        chk.error(key, f"cannot read accounts file {csv_path}: {e.strerror}")
+        return
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        chk.error(key, f"accounts file {csv_path} is empty; expected a header line user,password[,name]")
+        return
+    header = [h.strip().lower() for h in rows[0]]
+    if header[:2] != ["user", "password"]:
+        chk.error("header", "expected header line user,password[,name]", line=1, path=csv_path)
+        return
+    for n, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1]:
+            chk.error("user,password", "expected user,password[,name]", line=n, path=csv_path)
+            continue
+        user = row[0].strip()
+        if not re.fullmatch(r"[A-Za-z0-9_.!~*'()&=+$,;?/-]+", user):
+            chk.error("user", f"invalid user name {user!r}", line=n, path=csv_path)
+            continue
+        if user in out:
+            chk.error("user", f"duplicate account {user!r}", line=n, path=csv_path)
+            continue
+        name = row[2].strip() if len(row) > 2 else ""
+        out[user] = Account(user, Credentials(password=row[1]), name)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read config: {e.strerror}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        raise ConfigError([f"{where}: TOML syntax error: {e}"]) from None
+    chk = _Checker(path, text)
+    base = path.parent
+    cfg = Config(path=path, raw=raw)
+
+    for section in raw:
+        if section not in KNOWN_SECTIONS:
+            chk.error(section, f"unknown section; expected one of: {', '.join(sorted(KNOWN_SECTIONS))}")
+
+    sw = raw.get("switch", {})
+    if not isinstance(sw, dict):
+        chk.error("switch", "expected a table [switch]")
+        sw = {}
+    known_switch = {
+        "domain", "listen", "tls_cert", "tls_key", "rtp_ports", "data_dir", "language", "max_calls",
+        "accounts_file",
+    }  # fmt: skip
+    for key in sw:
+        if key not in known_switch:
+            chk.error(f"switch.{key}", f"unknown key; expected one of: {', '.join(sorted(known_switch))}")
+    if "domain" in sw and _check_type(chk, "switch.domain", sw["domain"], str, "a string"):
+        if not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", sw["domain"]):
+            chk.error("switch.domain", f"invalid domain {sw['domain']!r}")
+        cfg.domain = sw["domain"]
+    listen = sw.get("listen", ["udp://127.0.0.1:5060"])
+    if _check_type(chk, "switch.listen", listen, list, "a list of scheme://host:port strings"):
+        for i, item in enumerate(listen):
+            key = f"switch.listen[{i}]"
+            if not _check_type(chk, key, item, str, "a string scheme://host:port"):
+                continue
+            try:
+                cfg.listen.append(_parse_listen(item))
+            except ValueError as e:
+                chk.error(key, str(e))
+        seen = {(lst.transport, lst.host, lst.port) for lst in cfg.listen}
+        if len(seen) != len(cfg.listen):
+            chk.error("switch.listen", "duplicate listener")
+    for key in ("tls_cert", "tls_key"):
+        if key in sw and _check_type(chk, f"switch.{key}", sw[key], str, "a file path"):
+            p = base / sw[key]
+            setattr(cfg, key, p)
+            if not p.is_file():
+                chk.error(f"switch.{key}", f"file not found: {p}")
+    if any(lst.transport == "tls" for lst in cfg.listen) and (cfg.tls_cert is None or cfg.tls_key is None):
+        chk.error("switch.listen", "a tls:// listener needs switch.tls_cert and switch.tls_key")
+    if "rtp_ports" in sw:
+        rp = sw["rtp_ports"]
+        if (
+            not isinstance(rp, list)
+            or len(rp) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in rp)
+        ):
+            chk.error("switch.rtp_ports", f"expected [first, last] port numbers, got {rp!r}")
+        elif not (1024 <= rp[0] < rp[1] <= 65535) or rp[1] - rp[0] < 3:
+            chk.error(
+                "switch.rtp_ports", f"expected 1024 <= first < last <= 65535 (room for 2 ports), got {rp}"
+            )
+        else:
+            cfg.rtp_ports = (rp[0], rp[1])
+    if "data_dir" in sw and _check_type(chk, "switch.data_dir", sw["data_dir"], str, "a folder path"):
+        cfg.data_dir = base / sw["data_dir"]
+    else:
+        cfg.data_dir = base / cfg.data_dir
+    if "language" in sw and _check_type(chk, "switch.language", sw["language"], str, "a string"):
+        if sw["language"] not in LANGUAGES:
+            chk.error("switch.language", f"unknown language {sw['language']!r}; expected one of: zh, en")
+        else:
+            cfg.language = sw["language"]
+    if "max_calls" in sw and _check_type(chk, "switch.max_calls", sw["max_calls"], int, "an integer"):
+        if sw["max_calls"] < 1:
+            chk.error("switch.max_calls", f"expected a positive integer, got {sw['max_calls']}")
+        else:
+            cfg.max_calls = sw["max_calls"]
+
+    reg = raw.get("registrar", {})
+    if _check_type(chk, "registrar", reg, dict, "a table [registrar]"):
+        for key, value in reg.items():
+            full = f"registrar.{key}"
+            if key == "auth_algorithms":
+                if (
+                    not isinstance(value, list)
+                    or not value
+                    or any(v not in ("MD5", "SHA-256") for v in value)
+                    or len(set(value)) != len(value)
+                ):
+                    chk.error(
+                        full,
+                        f'expected a list of "MD5" and/or "SHA-256" in order of preference, got {value!r}',
+                    )
+                else:
+                    cfg.auth_algorithms = tuple(value)
+            elif key not in ("min_expires", "max_expires", "default_expires", "nonce_ttl_s"):
+                chk.error(
+                    full,
+                    "unknown key; expected min_expires, max_expires, default_expires, nonce_ttl_s, auth_algorithms",
+                )
+            elif _check_type(chk, full, value, int, "an integer number of seconds") and value < 1:
+                chk.error(full, f"expected a positive number of seconds, got {value}")
+            elif key == "nonce_ttl_s":
+                cfg.nonce_ttl = float(value)
+            else:
+                setattr(cfg, key, value)
+        if not cfg.min_expires <= cfg.default_expires <= cfg.max_expires:
+            chk.error("registrar", "expected min_expires <= default_expires <= max_expires")
+
+    accounts_file = sw.get("accounts_file", raw.get("accounts_file"))
+    if accounts_file is not None:
+        key = "switch.accounts_file" if "accounts_file" in sw else "accounts_file"
+        if _check_type(chk, key, accounts_file, str, "a CSV file path"):
+            _load_accounts_csv(chk, key, base / accounts_file, cfg.accounts)
+    accts = raw.get("accounts", {})
+    if _check_type(chk, "accounts", accts, dict, "tables [accounts.USER]"):
+        for user, acct in accts.items():
+            key = f"accounts.{user}"
+            if not _check_type(chk, key, acct, dict, f"a table [accounts.{user}]"):
+                continue
+            if not re.fullmatch(r"[A-Za-z0-9_.!~*'()&=+$,;?/-]+", user):
+                chk.error(key, f"invalid user name {user!r}")
+                continue
+            for k in acct:
+                if k not in ("password", "ha1", "name"):
+                    chk.error(f"{key}.{k}", "unknown key; expected password, ha1 or name")
+            password, ha1 = acct.get("password"), acct.get("ha1")
+            if (password is None) == (ha1 is None):
+                chk.error(key, "set exactly one of password or ha1")
+                continue
+            if password is not None and not _check_type(chk, f"{key}.password", password, str, "a string"):
+                continue
+            if ha1 is not None and (not isinstance(ha1, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", ha1)):
+                chk.error(f"{key}.ha1", "expected 32 hex digits (MD5 of user:realm:password)")
+                continue
+            if user in cfg.accounts:
+                chk.error(key, f"account {user!r} is also defined in the accounts file")
+                continue
+            name = acct.get("name", "")
+            if not isinstance(name, str):
+                chk.error(f"{key}.name", "expected a string")
+                name = ""
+            creds = Credentials(password=password) if ha1 is None else Credentials(ha1_md5=ha1.lower())
+            cfg.accounts[user] = Account(user, creds, name)
+
+    routes = raw.get("routes", [])
+    if _check_type(chk, "routes", routes, list, "an array of tables [[routes]]"):
+        for i, r in enumerate(routes):
+            key = f"routes[{i}]"
+            if (
+                not isinstance(r, dict)
+                or not isinstance(r.get("match"), str)
+                or not isinstance(r.get("to"), str)
+            ):
+                chk.error(key, 'expected match = "..." and to = "..." strings')
+                continue
+            for k in r:
+                if k not in ("match", "to"):
+                    chk.error(f"{key}.{k}", "unknown key; expected match or to")
+            pattern = None
+            if r["match"].startswith("^"):
+                try:
+                    pattern = re.compile(r["match"])
+                except re.error as e:
+                    chk.error(f"{key}.match", f"bad regex {r['match']!r}: {e}")
+                    continue
+            if not ROUTE_TARGET.match(r["to"]):
+                chk.error(
+                    f"{key}.to",
+                    f"unknown target {r['to']!r}; expected extension, ivr:<menu>, queue:<name>, "
+                    "voicemail:<box> or trunk:<name>",
+                )
+                continue
+            cfg.routes.append(Route(r["match"], r["to"], pattern))
+
+    if chk.problems:
+        raise ConfigError(chk.problems)
+    return cfg

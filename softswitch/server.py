@@ -1,0 +1,142 @@
+"""The running switch: config + transports + core, on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+
+from .config import Config, Listener
+from .location import LocationStore
+from .sip.peer import Peer
+from .switch import SwitchCore
+from .transport import Transports
+
+log = logging.getLogger("softswitch")
+
+FLUSH_INTERVAL_S = 0.2
+SWEEP_INTERVAL_S = 10.0
+
+
+class ListenError(Exception):
+    """A listener could not be opened (port in use, address not local, ...)."""
+
+
+def location_db(config: Config) -> str:
+    return str(config.data_dir / "location.sqlite")
+
+
+class SwitchServer:
+    """Owns the event-loop side: sockets, the timer, and periodic persistence."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = LocationStore(location_db(config))
+        hosts = [lst.host for lst in config.listen]
+        self.core = SwitchCore(config, self.store, local_hosts=hosts)
+        ctx = None
+        if config.tls_cert and config.tls_key:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+        self.transports = Transports(self._receive, ctx)
+        self.listeners: list[Listener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> list[Listener]:
+        self._loop = asyncio.get_running_loop()
+        loaded = self.store.load(time.time())
+        log.info("location service: %d bindings restored", loaded)
+        for listener in self.config.listen:
+            try:
+                self.listeners.append(await self.transports.listen(listener))
+            except OSError as e:
+                await self.transports.close()
+                raise ListenError(f"cannot listen on {listener}: {e.strerror or e}") from None
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        log.info("listening on %s", ", ".join(str(lst) for lst in self.listeners))
+        return self.listeners
+
+    def _receive(self, data: bytes, peer: Peer) -> None:
+        assert self._loop is not None
+        try:
+            out = self.core.receive(data, peer, self._loop.time(), time.time())
+        except Exception:  # the process never dies on a packet
+            log.exception("unexpected error on a message from %s:%s", peer.host, peer.port)
+            return
+        send = self.transports.send
+        for t in out:
+            send(t.data, t.peer)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        at = self.core.next_timer()
+        if at is None or at == self._timer_at:
+            return
+        assert self._loop is not None
+        if self._timer is not None:
+            if self._timer_at is not None and self._timer_at <= at:
+                return  # the armed one fires first and re-arms
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        self._timer_at = None
+        try:
+            out = self.core.handle_timer(self._loop.time(), time.time())
+        except Exception:
+            log.exception("unexpected error in timer handling")
+            out = []
+        for t in out:
+            self.transports.send(t.data, t.peer)
+        self._arm_timer()
+
+    async def _housekeeping(self) -> None:
+        last_sweep = time.time()
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            now = time.time()
+            if now - last_sweep >= SWEEP_INTERVAL_S:
+                self.store.sweep(now)
+                last_sweep = now
+            try:
+                self.store.flush()
+            except Exception:
+                log.exception("could not persist bindings; will retry")
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transports.close()
+        self.store.close()
+        log.info("stopped")
+
+
+async def serve(config: Config) -> None:
+    """Run the switch until SIGINT or SIGTERM."""
+    server = SwitchServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_stop)
+    try:
+        await server.wait_stopped()
+    finally:
+        await server.stop()
