@@ -79,8 +79,9 @@ class Config:
     max_expires: int = 7200
     default_expires: int = 3600
     nonce_ttl: float = 300.0
-    # MD5 first by default: SIPp and many deployed phones answer only the first challenge.
-    auth_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    # MD5 only by default: baresip 1.0 (libre) rejects a 401 that also offers SHA-256, and
+    # SIPp answers only the first challenge. SHA-256 is one config line away.
+    auth_algorithms: tuple[str, ...] = ("MD5",)
     raw: dict[str, Any] = field(default_factory=dict)
 
 

@@ -7,13 +7,14 @@ clock, updates the :class:`LocationStore` and returns the response to send.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from .location import Binding, LocationStore
 from .sip.errors import BadRequest, SipError
 from .sip.headers import NameAddr, parse_contacts
 from .sip.message import Request, Response, make_response
 from .sip.peer import Peer
-from .sip.uri import SipUri
+from .sip.uri import SipUri, parse_uri
 
 MAX_CONTACTS_PER_AOR = 16
 
@@ -25,10 +26,16 @@ class RegistrarPolicy:
     default_expires: int = 3600
 
 
-def _format_date(now: float) -> str:
-    from email.utils import formatdate
+_date_cache: tuple[int, str] = (0, "")
 
-    return formatdate(now, usegmt=True)
+
+def _format_date(now: float) -> str:
+    """RFC 1123 date for the Date header, computed once per second."""
+    global _date_cache
+    second = int(now)
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, usegmt=True))
+    return _date_cache[1]
 
 
 class Registrar:
@@ -136,8 +143,6 @@ class Registrar:
 
 
 def _same_contact(stored: str, uri: SipUri) -> bool:
-    from .sip.uri import parse_uri
-
     if stored == str(uri):
         return True
     try:

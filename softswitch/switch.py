@@ -8,6 +8,7 @@ in here as later layers.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 from collections.abc import Iterable
@@ -177,8 +178,6 @@ class SwitchCore:
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -31,6 +31,7 @@ data_dir = "var"
 min_expires = 60
 max_expires = 7200
 default_expires = 3600
+auth_algorithms = ["MD5", "SHA-256"]
 {extra}
 [accounts.1001]
 password = "pw1001"

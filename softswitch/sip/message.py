@@ -40,6 +40,12 @@ _COMPACT = {
 }  # fmt: skip
 _CANONICAL: dict[str, str] = {name.lower(): name for name in _KNOWN}
 _CANONICAL.update(_COMPACT)
+# names exactly as phones usually write them -> (lookup key, canonical name): skips lower() and the token check
+_FAST: dict[str, tuple[str, str]] = {name: (name.lower(), name) for name in _KNOWN}
+_FAST.update({short: (long.lower(), long) for short, long in _COMPACT.items()})
+_FAST.update({"Call-Id": ("call-id", "Call-ID"), "Cseq": ("cseq", "CSeq"), "CSEQ": ("cseq", "CSeq")})
+# headers that may appear once only (RFC 3261 §7.3.1, RFC 4475 §3.3.8-9)
+_SINGLE = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type"})
 
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -71,8 +77,14 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+_KEYS: dict[str, str] = {}  # memo of lookup keys for names the code asks for (a bounded set)
+
+
 def _key(name: str) -> str:
-    return _CANONICAL.get(name.lower(), name).lower()
+    key = _KEYS.get(name)
+    if key is None:
+        key = _KEYS[name] = _CANONICAL.get(name.lower(), name).lower()
+    return key
 
 
 class Headers:
@@ -245,9 +257,14 @@ class _Message:
         if raw is None:
             return None
         raw = raw.strip()
-        if not (raw.isascii() and raw.isdigit()) or len(raw.lstrip("0")) > 3 or int(raw) > 255:
+        digits = raw.lstrip("0") or "0"  # leading zeros are legal (RFC 4475 §3.1.1.1)
+        if not (raw.isascii() and raw.isdigit()) or len(digits) > 3 or int(digits) > 255:
             raise BadRequest("Bad Max-Forwards")
-        return int(raw)
+        return int(digits)
+
+    def compact(self) -> None:
+        """Forget parsed views (kept raw text stays): for messages a transaction only retains."""
+        self._cache.clear()
 
     def _start_line(self) -> str:
         raise NotImplementedError  # abstract; Request and Response define it
@@ -351,6 +368,7 @@ def parse_message(data: bytes) -> Message:
     first = lines[0]
 
     items: list[tuple[str, str, str]] = []
+    singles: set[str] = set()
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):  # folded continuation (LWS)
             if not items:
@@ -361,16 +379,25 @@ def parse_message(data: bytes) -> Message:
         colon = line.find(":")
         if colon <= 0:
             raise BadRequest(f"Malformed header line: {line[:40]!r}")
-        raw_name = line[:colon].rstrip(" \t")
-        if not _TOKEN.match(raw_name):
-            raise BadRequest(f"Malformed header name: {raw_name[:40]!r}")
-        canon = _CANONICAL.get(raw_name.lower(), raw_name)
-        items.append((canon.lower(), canon, line[colon + 1 :].strip(" \t")))
+        raw_name = line[:colon]
+        fast = _FAST.get(raw_name)
+        if fast is None:
+            raw_name = raw_name.rstrip(" \t")
+            if not _TOKEN.match(raw_name):
+                raise BadRequest(f"Malformed header name: {raw_name[:40]!r}")
+            canon = _CANONICAL.get(raw_name.lower(), raw_name)
+            fast = (canon.lower(), canon)
+        key = fast[0]
+        if key in _SINGLE:
+            if key in singles:
+                raise BadRequest(f"Duplicate {fast[1]} header")
+            singles.add(key)
+        items.append((key, fast[1], line[colon + 1 :].strip(" \t")))
     headers = Headers._from_parsed(items)
 
     cl = headers.get("Content-Length")
     if cl is not None:
-        if not cl.isdigit():
+        if not (cl.isascii() and cl.isdigit()) or len(cl) > 10:
             raise BadRequest("Bad Content-Length")
         length = int(cl)
         if length > len(body):
@@ -433,9 +460,12 @@ class StreamFramer:
             cl = _CONTENT_LENGTH.search(buf, 0, m.end())
             if cl is None:
                 raise BadRequest("Missing Content-Length on stream transport")
-            if not cl.group(1).isdigit():
+            digits = cl.group(1)
+            if not (digits.isascii() and digits.isdigit()) or len(digits) > 10:
                 raise BadRequest("Bad Content-Length")
-            length = int(cl.group(1))
+            if _CONTENT_LENGTH.search(buf, cl.end(), m.end()) is not None:
+                raise BadRequest("Duplicate Content-Length header")
+            length = int(digits)
             if length > MAX_BODY:
                 raise SipError(513, "Message Too Large")
             end = m.end() + length
@@ -469,4 +499,8 @@ def make_response(
             items.append((key, name, value))
         elif key == "to":
             items.append((key, name, f"{value};tag={to_tag}" if add_tag else value))
-    return Response(status, reason, Headers._from_parsed(items))
+    resp = Response(status, reason, Headers._from_parsed(items))
+    via = request._cache.get("Via")
+    if via is not None:
+        resp._cache["Via"] = via  # same Via lines: share the parsed view
+    return resp

@@ -50,7 +50,7 @@ def response_destination(via: Via, peer: Peer) -> Peer:
     """Where a response goes (RFC 3261 §18.2.2 with RFC 3581 rport)."""
     if peer.reliable:
         return peer  # the connection the request came in on
-    host = via.received or via.host.strip("[]")
+    host = (via.received or via.host).strip("[]")
     rport = via.rport
     if rport:
         return Peer(peer.transport, host, int(rport))
@@ -125,7 +125,7 @@ class SipStack:
             top.params["received"] = peer.host
             changed = True
         if changed:
-            line_vias = parse_vias(first_line)
+            line_vias = parse_vias(first_line) if "," in first_line else [top]
             line_vias[0] = top
             req.headers.replace_first("Via", ", ".join(str(v) for v in line_vias))
             # keep the parsed cache valid for the new raw text
@@ -136,7 +136,12 @@ class SipStack:
         """Send ``resp`` through the server transaction ``txn``."""
         if self.server_header and "Server" not in resp.headers:
             resp.headers.add("Server", self.server_header)
-        return self._route(self.transactions.send_response(txn, resp, now))
+        out = self._route(self.transactions.send_response(txn, resp, now))
+        if resp.status >= 200:
+            # the transaction may linger (Timer J/H) holding these: keep them small for the GC
+            txn.request.compact()
+            resp.compact()
+        return out
 
     def handle_timer(self, now: float) -> list[Event | Transmit]:
         return self._route(self.transactions.handle_timer(now))
