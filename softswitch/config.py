@@ -92,39 +92,59 @@ class _Checker:
         self.path = path
         self.lines = text.splitlines()
         self.problems: list[str] = []
+        self._paths: list[str | None] | None = None
 
     def line_of(self, key: str) -> int | None:
-        """Best-effort line number of a dotted key path in the TOML text."""
-        parts = [p for p in re.split(r"\.|\[\d+\]", key) if p]
-        if not parts:
-            return None
-        leaf = parts[-1]
-        tables = parts[:-1]
-        start = 0
-        if tables:
-            header = re.compile(
-                r"^\s*\[\[?\s*" + r"\s*\.\s*".join(rf'"?{re.escape(t)}"?' for t in tables) + r"\s*\]\]?"
-            )
-            for i, line in enumerate(self.lines):
-                if header.match(line):
-                    start = i
-                    break
-            else:
-                start = 0
-        pat = re.compile(rf'^\s*"?{re.escape(leaf)}"?\s*=')
-        for i in range(start, len(self.lines)):
-            if pat.match(self.lines[i]):
-                return i + 1
-        header_leaf = re.compile(r"^\s*\[\[?[^\]]*\b" + re.escape(leaf) + r'"?\s*\]\]?')
-        for i in range(start, len(self.lines)):
-            if header_leaf.match(self.lines[i]):
-                return i + 1
-        return None
+        """Line number of a key path like ``routes[1].to`` or ``switch.listen[0]`` in the TOML text."""
+        if self._paths is None:
+            self._paths = _key_paths(self.lines)
+        best: tuple[int, int] | None = None  # (path length, line)
+        for n, path in enumerate(self._paths, start=1):
+            if path is None:
+                continue
+            if path == key:
+                return n
+            if key.startswith((path + ".", path + "[")) and (best is None or len(path) > best[0]):
+                best = (len(path), n)
+        return best[1] if best else None
 
     def error(self, key: str, message: str, *, line: int | None = None, path: Path | None = None) -> None:
         line = line if line is not None else (self.line_of(key) if path is None else None)
         where = f"{path or self.path}:{line}" if line else f"{path or self.path}"
         self.problems.append(f"{where}: {key}: {message}")
+
+
+_TABLE_LINE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_LINE = re.compile(r'^\s*((?:"[^"]*"|[A-Za-z0-9_-]+)(?:\s*\.\s*(?:"[^"]*"|[A-Za-z0-9_-]+))*)\s*=')
+
+
+def _dotted(text: str) -> str:
+    return ".".join(part.strip().strip('"') for part in re.findall(r'"[^"]*"|[^.]+', text))
+
+
+def _key_paths(lines: list[str]) -> list[str | None]:
+    """The key path each line defines (``routes[1].to``), or None; arrays of tables are counted."""
+    counters: dict[str, int] = {}
+    current = ""
+    paths: list[str | None] = []
+    for line in lines:
+        m = _TABLE_LINE.match(line)
+        if m:
+            name = _dotted(m.group(2))
+            if m.group(1) == "[[":
+                counters[name] = counters.get(name, -1) + 1
+                current = f"{name}[{counters[name]}]"
+            else:
+                current = name
+            paths.append(current)
+            continue
+        m = _KEY_LINE.match(line)
+        if m:
+            leaf = _dotted(m.group(1))
+            paths.append(f"{current}.{leaf}" if current else leaf)
+        else:
+            paths.append(None)
+    return paths
 
 
 def _parse_listen(value: str) -> Listener:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from .config import Config
 from .location import LocationStore
 from .registrar import Registrar, RegistrarPolicy
-from .sip.auth import Algorithm, AuthResult, Credentials, DigestAuthenticator
+from .sip.auth import Algorithm, AuthResult, Credentials, DigestAuthenticator, parse_auth_header
 from .sip.errors import SipError
 from .sip.ids import IdGenerator
 from .sip.message import Request, Response, make_response
@@ -133,6 +133,15 @@ class SwitchCore:
             raise SipError(481, "Call/Transaction Does Not Exist")
         raise SipError(405, "Method Not Allowed", [("Allow", ALLOW)])
 
+    def _credentials_for_realm(self, values: list[str]) -> str | None:
+        """The Authorization value for our realm (a phone may send one per realm, §22.3)."""
+        if len(values) <= 1:
+            return values[0] if values else None
+        for value in values:
+            if parse_auth_header(value)[1].get("realm") == self.config.domain:
+                return value
+        return values[0]
+
     def _options(self, req: Request) -> Response:
         self.stats["options"] += 1
         resp = make_response(req, 200, to_tag=self.ids.tag())
@@ -154,7 +163,7 @@ class SwitchCore:
         to_uri = req.to.uri
         if not isinstance(to_uri, SipUri) or not to_uri.user:
             raise SipError(404, "Not Found (To needs an account URI)")
-        header = req.headers.get("Authorization")
+        header = self._credentials_for_realm(req.headers.get_all("Authorization"))
         result: AuthResult | None = None
         if header is not None:
             result = self.auth.verify("REGISTER", req.uri, header, wall)

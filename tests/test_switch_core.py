@@ -290,3 +290,12 @@ def test_foreign_domain_is_not_found(h: Harness) -> None:
         .replace(b"REGISTER sip:127.0.0.1:5060", b"REGISTER sip:evil.example")
     )
     assert h.one(data).status == 404
+
+
+def test_credentials_for_our_realm_are_picked_among_several(h: Harness) -> None:
+    phone = Registration("1001", "pw1001")
+    challenge = h.one(phone.request())
+    other = 'Digest username="1001", realm="elsewhere", nonce="x", uri="sip:a", response="00"'
+    ours = phone.answer(challenge)
+    data = phone.request(extra=[f"Authorization: {other}", f"Authorization: {ours}"])
+    assert h.one(data).status == 200
