@@ -72,6 +72,22 @@ def cmd_registrations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prompts_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .media.prompts import PromptError
+    from .prompts_build import PromptBuildError, build_prompts, default_root
+
+    root = Path(args.root) if args.root else default_root()
+    try:
+        written = build_prompts(root, languages=args.lang or ("zh", "en"), only=args.names or None)
+    except (PromptBuildError, PromptError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{len(written)} prompts written under {root}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="softswitch", description="SIP/RTP softswitch with a built-in ACD")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     regs = sub.add_parser("registrations", help="list the current registrations")
     regs.add_argument("-c", "--config", required=True)
     regs.set_defaults(func=cmd_registrations)
+    prompts = sub.add_parser("prompts", help="IVR prompt files")
+    prompts_sub = prompts.add_subparsers(dest="action", required=True)
+    build = prompts_sub.add_parser("build", help="regenerate the prompt WAVs with espeak-ng and sox")
+    build.add_argument("--root", help="prompts folder (default: prompts/ of the checkout)")
+    build.add_argument(
+        "--lang", action="append", choices=["zh", "en"], help="only this language (repeatable)"
+    )
+    build.add_argument("names", nargs="*", metavar="NAMES", help="only these prompts")
+    build.set_defaults(func=cmd_prompts_build)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -1,0 +1,1 @@
+"""Media plane: RTP/RTCP, ports, DTMF, tones, prompts, recording and the media engine."""
