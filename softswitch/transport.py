@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any, cast
@@ -22,6 +23,7 @@ from .sip.peer import Peer
 log = logging.getLogger("softswitch.transport")
 
 Receiver = Callable[[bytes, Peer], None]
+UDP_BUFFER = 8 << 20
 _connection_ids = itertools.count(1)
 
 
@@ -89,9 +91,17 @@ class Transports:
         loop = asyncio.get_running_loop()
         family = 6 if ":" in listener.host else 4
         if listener.transport == "udp":
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Udp(self.receive), local_addr=(listener.host, listener.port)
-            )
+            sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                # room for a burst (or a GC pause) of thousands of requests; the kernel caps it at rmem_max
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
+                sock.bind((listener.host, listener.port))
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.receive), sock=sock)
             self.udp.setdefault(family, transport)
             port = transport.get_extra_info("sockname")[1]
         else:

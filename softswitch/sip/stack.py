@@ -137,10 +137,12 @@ class SipStack:
         if self.server_header and "Server" not in resp.headers:
             resp.headers.add("Server", self.server_header)
         out = self._route(self.transactions.send_response(txn, resp, now))
-        if resp.status >= 200:
-            # the transaction may linger (Timer J/H) holding these: keep them small for the GC
-            txn.request.compact()
-            resp.compact()
+        if resp.status >= 200 and txn.request.method != "INVITE":
+            # a UDP transaction lingers 32 s (Timer J) only to resend this: keep just the bytes
+            wire = next((t for t in out if isinstance(t, Transmit)), None)
+            if wire is not None:
+                resp.compact((wire.data, wire.peer))
+                txn.request.compact()
         return out
 
     def handle_timer(self, now: float) -> list[Event | Transmit]:
@@ -159,6 +161,9 @@ class SipStack:
         return out
 
     def _transmit(self, msg: Message, peer: Peer) -> Transmit:
+        wire = msg.wire
+        if wire is not None:
+            return Transmit(wire[0], wire[1])
         if isinstance(msg, Response):
             with contextlib.suppress(SipError):  # an unusable Via: answer the source address
                 peer = response_destination(msg.top_via, peer)
