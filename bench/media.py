@@ -35,6 +35,7 @@ async def serve(
     from softswitch.media.engine import MediaEngine
     from softswitch.media.prompts import PromptLibrary
     from softswitch.media.recorder import RecorderThread
+    from softswitch.runtime import tune_gc
 
     root = Path(__file__).resolve().parent.parent / "prompts"
     library = PromptLibrary(root)
@@ -62,6 +63,7 @@ async def serve(
 
     for leg in all_legs:
         again(leg)
+    tune_gc()  # as the switch does
     print(json.dumps({"ports": [leg.port for leg in all_legs], "pid": os.getpid()}), flush=True)
     await asyncio.sleep(duration)
     stats = engine.stats()

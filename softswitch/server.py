@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import ssl
@@ -11,6 +10,7 @@ import time
 
 from .config import Config, Listener
 from .location import LocationStore
+from .runtime import tune_gc
 from .sip.peer import Peer
 from .switch import SwitchCore
 from .transport import Transports
@@ -18,10 +18,6 @@ from .transport import Transports
 log = logging.getLogger("softswitch")
 
 FLUSH_INTERVAL_S = 0.2
-# Young collections every 50k allocations instead of 700: UDP transactions linger 32 s (Timer J),
-# so at thousands of requests/s the heap holds >100k live objects that the default settings rescan
-# constantly. Nearly all garbage here is freed by reference counting anyway.
-GC_THRESHOLDS = (50_000, 20, 100)
 SWEEP_INTERVAL_S = 10.0
 
 
@@ -57,9 +53,7 @@ class SwitchServer:
         self._loop = asyncio.get_running_loop()
         loaded = self.store.load(time.time())
         log.info("location service: %d bindings restored", loaded)
-        gc.collect()
-        gc.freeze()  # config, accounts and restored bindings: never garbage
-        gc.set_threshold(*GC_THRESHOLDS)
+        tune_gc()
         for listener in self.config.listen:
             try:
                 self.listeners.append(await self.transports.listen(listener))

@@ -59,7 +59,7 @@ _TRANSCODE = {  # (from, to) -> bytes.translate table
 }
 
 
-class Mode(enum.IntEnum):
+class Mode(enum.Enum):
     """What the ticker sends on a leg."""
 
     IDLE = 0  # nothing (no remote yet, or held)
@@ -89,6 +89,8 @@ class RtpTimeout:
 
 
 MediaEvent = DigitEvent | PlaybackDone | RtpTimeout
+_PROMPT = Mode.PROMPT
+_TONE = Mode.TONE
 
 
 class MediaError(Exception):
@@ -714,6 +716,7 @@ class MediaEngine:
     def _send_all(self) -> None:
         pack = HEADER.pack_into
         tick_no = self._tick_no
+        ts_step = FRAME * tick_no
         silence = self._silence
         for leg in list(self._senders.values()):
             out_mv = leg.out_mv
@@ -739,32 +742,30 @@ class MediaEngine:
                 self._send(leg, pkt)
                 continue
             mode = leg.mode
-            if mode == Mode.PROMPT:
+            if mode is _PROMPT:
                 i = leg.frame_index
-                if i >= leg.n_frames:
-                    leg._finish_playback(True)
-                    leg.mode = Mode.SILENCE
-                    out_mv[12:] = silence[leg.codec]
-                else:
-                    out_mv[12:] = leg.frames_mv[i * FRAME : (i + 1) * FRAME]  # type: ignore[index]
+                if i < leg.n_frames:
+                    off = i * FRAME
+                    out_mv[12:] = leg.frames_mv[off : off + FRAME]  # type: ignore[index]
                     leg.frame_index = i + 1
-            elif mode == Mode.TONE:
+                else:
+                    leg._finish_playback(True)
+                    if leg.mode is _PROMPT:  # the done-callback may have started the next prompt
+                        leg.mode = Mode.SILENCE
+                    out_mv[12:] = silence[leg.codec]
+            elif mode is _TONE:
                 out_mv[12:] = tone_frame(leg.tone_name or "", leg.frame_index, leg.codec)
                 leg.frame_index += 1
             else:
                 out_mv[12:] = silence[leg.codec]
             leg.seq = seq = (leg.seq + 1) & 0xFFFF
-            pack(
-                out_mv,
-                0,
-                0x80,
-                (0x80 if leg.marker else 0) | pt,
-                seq,
-                (leg.ts_base + FRAME * tick_no) & 0xFFFFFFFF,
-                leg.ssrc,
-            )
-            leg.marker = False
-            leg.last_out = out_mv[12:]
+            if leg.marker:
+                leg.marker = False
+                pack(out_mv, 0, 0x80, 0x80 | pt, seq, (leg.ts_base + ts_step) & 0xFFFFFFFF, leg.ssrc)
+            else:
+                pack(out_mv, 0, 0x80, pt, seq, (leg.ts_base + ts_step) & 0xFFFFFFFF, leg.ssrc)
+            if leg.recording is not None:
+                leg.last_out = out_mv[12:]
             try:
                 if leg.connected:
                     leg.rtp_sock.send(out_mv)
@@ -804,7 +805,11 @@ class MediaEngine:
                 rh = r[has]
                 frames = self._ring[idx, rh % RING]  # (n, 160) uint8
                 r[has] = rh + 1
-                pcm = _DECODE[frames + (self._codec_id[idx] << 8)[:, None]]
+                codec_ids = self._codec_id[idx]
+                if codec_ids.any():  # some PCMA legs: one lookup in the joined µ-law|A-law table
+                    pcm = np.take(_DECODE, frames + (codec_ids << 8)[:, None])
+                else:
+                    pcm = np.take(ULAW_DECODE, frames)
                 inband = self._inband[idx]
                 if inband.any():
                     for slot, digit in self.detector.process(idx[inband], pcm[inband]):
