@@ -577,3 +577,37 @@ def test_register_round_trip_is_cheap() -> None:
         assert isinstance(received, RequestReceived)
         layer.send_response(received.transaction, make_response(reg, 200, to_tag="t"), 0.0)
     assert len(layer) == 0 and layer.next_timer() is None
+
+
+def test_retired_non_invite_server_resends_bytes_until_timer_j() -> None:
+    from softswitch.sip.transaction import Retransmit
+
+    layer = TransactionLayer()
+    req = request("REGISTER", branch="z9hG4bKret")
+    (ev,) = layer.receive_request(req, UDP, 0.0)
+    assert isinstance(ev, RequestReceived)
+    txn = ev.transaction
+    layer.send_response(txn, make_response(req, 200, to_tag="x"), 0.0)
+    dest = Peer("udp", "192.0.2.9", 5099)
+    assert layer.retire(txn, b"SIP/2.0 200 OK\r\n\r\n", dest)
+    assert layer.server_transactions() == [] and len(layer) == 1
+    assert layer.next_timer() == pytest.approx(32.0)
+    again = layer.receive_request(request("REGISTER", branch="z9hG4bKret"), UDP, 5.0)
+    assert again == [Retransmit(b"SIP/2.0 200 OK\r\n\r\n", dest)]
+    assert layer.handle_timer(31.9) == [] and len(layer) == 1
+    layer.handle_timer(32.0)
+    assert len(layer) == 0 and layer.next_timer() is None
+    fresh = layer.receive_request(request("REGISTER", branch="z9hG4bKret"), UDP, 33.0)
+    assert kinds(fresh) == ["RequestReceived"]  # after Timer J the branch is new again
+
+
+def test_only_completed_non_invite_server_transactions_retire() -> None:
+    layer = TransactionLayer()
+    inv = request("INVITE", branch="z9hG4bKinv")
+    ist = next(e.transaction for e in layer.receive_request(inv, UDP, 0.0) if isinstance(e, RequestReceived))
+    assert not layer.retire(ist, b"x", UDP)
+    reg = request("REGISTER", branch="z9hG4bKtcp")
+    nist = next(e.transaction for e in layer.receive_request(reg, TCP, 0.0) if isinstance(e, RequestReceived))
+    assert not layer.retire(nist, b"x", TCP)  # still Trying
+    layer.send_response(nist, make_response(reg, 200), 0.0)
+    assert not layer.retire(nist, b"x", TCP)  # reliable: already Terminated

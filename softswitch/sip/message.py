@@ -14,7 +14,6 @@ from typing import TypeAlias
 
 from .errors import BadRequest, SipError
 from .headers import CSeq, NameAddr, Via, parse_cseq, parse_name_addr, parse_vias, split_list
-from .peer import Peer
 from .uri import AbsoluteUri, SipUri, TelUri, parse_uri
 
 SIP_VERSION = "SIP/2.0"
@@ -188,31 +187,15 @@ class Headers:
         return h
 
 
-class _FrozenHeaders(Headers):
-    """The empty header set of a compacted message; changing it is a bug."""
-
-    __slots__ = ()
-
-    def add(self, name: str, value: str) -> None:
-        raise TypeError("a compacted message has no headers")
-
-    prepend = set = replace_first = add
-
-
-_NO_HEADERS = _FrozenHeaders()
-_NO_CACHE: dict[str, tuple[str, object]] = {}
-
-
 class _Message:
     """What requests and responses share: headers, body and parsed views."""
 
-    __slots__ = ("_cache", "_wire", "body", "headers", "version")
+    __slots__ = ("_cache", "body", "headers", "version")
 
     headers: Headers
     body: bytes
     version: str
     _cache: dict[str, tuple[str, object]]
-    _wire: tuple[bytes, Peer] | None
 
     def _parsed(self, name: str, parse: object) -> object:
         raw = self.headers.get(name)
@@ -279,23 +262,6 @@ class _Message:
             raise BadRequest("Bad Max-Forwards")
         return int(digits)
 
-    def compact(self, wire: tuple[bytes, Peer] | None = None) -> None:
-        """Shrink a message a finished transaction only keeps for retransmission.
-
-        Headers, body and parsed views are dropped; ``wire`` (the bytes as sent
-        and where to) is what a retransmission resends. This keeps tens of
-        thousands of lingering UDP transactions cheap for memory and the GC.
-        """
-        self._wire = wire
-        self._cache = _NO_CACHE
-        self.headers = _NO_HEADERS
-        self.body = b""
-
-    @property
-    def wire(self) -> tuple[bytes, Peer] | None:
-        """The bytes and destination kept by :meth:`compact`, if any."""
-        return self._wire
-
     def _start_line(self) -> str:
         raise NotImplementedError  # abstract; Request and Response define it
 
@@ -328,7 +294,6 @@ class Request(_Message):
         self.body = body
         self.version = version
         self._cache = {}
-        self._wire = None
         self._uri: tuple[str, SipUri | TelUri | AbsoluteUri] | None = None
 
     @property
@@ -365,7 +330,6 @@ class Response(_Message):
         self.body = body
         self.version = version
         self._cache = {}
-        self._wire = None
 
     def _start_line(self) -> str:
         return f"{self.version} {self.status} {self.reason}\r\n"

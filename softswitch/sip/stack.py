@@ -23,8 +23,10 @@ from .message import Headers, Message, Request, Response, make_response, parse_m
 from .peer import Peer
 from .transaction import (
     Event,
+    Retransmit,
     SendMessage,
     ServerTransaction,
+    State,
     TimerConfig,
     TransactionLayer,
 )
@@ -137,12 +139,11 @@ class SipStack:
         if self.server_header and "Server" not in resp.headers:
             resp.headers.add("Server", self.server_header)
         out = self._route(self.transactions.send_response(txn, resp, now))
-        if resp.status >= 200 and txn.request.method != "INVITE":
-            # a UDP transaction lingers 32 s (Timer J) only to resend this: keep just the bytes
+        if resp.status >= 200 and txn.state is State.COMPLETED and txn.request.method != "INVITE":
+            # over UDP it lingers 32 s (Timer J) only to resend this: keep just the bytes
             wire = next((t for t in out if isinstance(t, Transmit)), None)
             if wire is not None:
-                resp.compact((wire.data, wire.peer))
-                txn.request.compact()
+                self.transactions.retire(txn, wire.data, wire.peer)
         return out
 
     def handle_timer(self, now: float) -> list[Event | Transmit]:
@@ -156,14 +157,13 @@ class SipStack:
         for ev in events:
             if isinstance(ev, SendMessage):
                 out.append(self._transmit(ev.message, ev.peer))
+            elif isinstance(ev, Retransmit):
+                out.append(Transmit(ev.data, ev.peer))
             else:
                 out.append(ev)
         return out
 
     def _transmit(self, msg: Message, peer: Peer) -> Transmit:
-        wire = msg.wire
-        if wire is not None:
-            return Transmit(wire[0], wire[1])
         if isinstance(msg, Response):
             with contextlib.suppress(SipError):  # an unusable Via: answer the source address
                 peer = response_destination(msg.top_via, peer)

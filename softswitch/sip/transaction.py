@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
@@ -187,8 +188,17 @@ class TransactionTerminated:
     transaction: Transaction
 
 
+@dataclass(frozen=True, slots=True)
+class Retransmit:
+    """Resend the bytes of a retired transaction's final response (see :meth:`TransactionLayer.retire`)."""
+
+    data: bytes
+    peer: Peer
+
+
 Event: TypeAlias = (
     SendMessage
+    | Retransmit
     | RequestReceived
     | AckReceived
     | ResponseReceived
@@ -663,7 +673,9 @@ class TransactionLayer:
     needed for matching raise ``BadRequest``.
     """
 
-    __slots__ = ("_acks", "_client", "_heap", "_seq", "_server", "config", "send_trying")
+    __slots__ = (
+        "_acks", "_client", "_heap", "_retired", "_retired_order", "_seq", "_server", "config", "send_trying",
+    )  # fmt: skip
 
     def __init__(self, config: TimerConfig | None = None, *, send_trying: bool = True) -> None:
         self.config = config if config is not None else TimerConfig()
@@ -673,10 +685,14 @@ class TransactionLayer:
         self._client: dict[TransactionKey, ClientTransactionT] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
         self._seq = itertools.count()
+        # retired Completed non-INVITE server transactions: key -> (bytes, transport, host, port, connection).
+        # Only atomic values, so the GC does not track them; Timer J is constant, so expiry is FIFO.
+        self._retired: dict[TransactionKey, tuple[bytes, str, str, int, int]] = {}
+        self._retired_order: deque[tuple[float, TransactionKey]] = deque()
 
     def __len__(self) -> int:
-        """Live transactions (server and client)."""
-        return len(self._client) + len(self._server)
+        """Live transactions (server, client and retired)."""
+        return len(self._client) + len(self._server) + len(self._retired)
 
     # -- server side
 
@@ -690,6 +706,10 @@ class TransactionLayer:
             events = txn.receive_request(request, now)
             self._settle(txn)
             return events
+        retired = self._retired.get(key)
+        if retired is not None:  # a retransmission: Completed state resends the final response
+            data, transport, host, port, connection = retired
+            return [Retransmit(data, Peer(transport, host, port, connection))]
         method = request.method
         if method == "ACK":
             return [AckReceived(request)]
@@ -719,6 +739,32 @@ class TransactionLayer:
                 self._acks[txn.ack_key] = txn
         self._settle(txn)
         return events
+
+    def retire(self, txn: ServerTransaction, data: bytes, destination: Peer) -> bool:
+        """Keep a Completed non-INVITE server transaction as bytes until its Timer J fires.
+
+        In Completed (UDP) such a transaction only resends its final response to
+        retransmitted requests, for 64*T1. Holding that duty as a record of atomic
+        values instead of the transaction with its parsed request and response keeps
+        ~100k lingering transactions (2,000 requests/s for 32 s) out of the GC's way.
+        The transaction object itself is dropped without a TransactionTerminated
+        event. Returns False (and changes nothing) for any other transaction.
+        """
+        expiry = txn._timers.get(Timer.J)
+        if (
+            not isinstance(txn, NonInviteServerTransaction)
+            or txn.state is not State.COMPLETED
+            or expiry is None
+        ):
+            return False
+        if self._server.get(txn.key) is txn:
+            del self._server[txn.key]
+        txn.state = State.TERMINATED  # its heap entry is now stale
+        txn._timers.clear()
+        self._retired[txn.key] = (data, destination.transport, destination.host, destination.port,
+                                  destination.connection)  # fmt: skip
+        self._retired_order.append((expiry, txn.key))
+        return True
 
     def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (§9.2), if still alive."""
@@ -775,16 +821,21 @@ class TransactionLayer:
     def next_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or None."""
         heap = self._heap
+        retired = self._retired_order[0][0] if self._retired_order else None
         while heap:
             at, _, txn = heap[0]
             if txn._heap_at == at and txn.state is not State.TERMINATED:
-                return at
+                return at if retired is None else min(at, retired)
             heapq.heappop(heap)
-        return None
+        return retired
 
     def handle_timer(self, now: float) -> list[Event]:
         """Fire every timer due at ``now``."""
         events: list[Event] = []
+        order = self._retired_order
+        while order and order[0][0] <= now:  # Timer J of retired transactions
+            _, key = order.popleft()
+            self._retired.pop(key, None)
         heap = self._heap
         while heap and heap[0][0] <= now:
             at, _, txn = heapq.heappop(heap)
