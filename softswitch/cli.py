@@ -1,4 +1,4 @@
-"""Command line: ``softswitch run|check|registrations -c FILE``."""
+"""Command line: ``softswitch run|check|registrations -c FILE`` and ``softswitch prompts build``."""
 
 from __future__ import annotations
 
@@ -88,7 +88,54 @@ def cmd_prompts_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(text: str) -> float:
+    from .cdr import parse_when
+
+    try:
+        return parse_when(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def cmd_cdr(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from .cdr import CdrError, CdrStore, db_path, format_table, write_csv
+
+    config = _load(args.config)
+    path = db_path(config.data_dir)
+    records = []
+    if path.exists():
+        try:
+            with CdrStore(path) as store:
+                records = store.query(args.since, args.until, args.disposition, args.limit)
+        except (CdrError, sqlite3.Error) as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            return 1
+    if args.csv:
+        write_csv(records, sys.stdout)
+        if not records:
+            print("no calls", file=sys.stderr)
+    elif not records:
+        print("no calls")
+    else:
+        print("\n".join(format_table(records)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cdr import Disposition
+
     parser = argparse.ArgumentParser(prog="softswitch", description="SIP/RTP softswitch with a built-in ACD")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the switch")
@@ -101,6 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     regs = sub.add_parser("registrations", help="list the current registrations")
     regs.add_argument("-c", "--config", required=True)
     regs.set_defaults(func=cmd_registrations)
+    cdr = sub.add_parser("cdr", help="list call detail records")
+    cdr.add_argument("-c", "--config", required=True)
+    cdr.add_argument(
+        "--since", type=_when, metavar="WHEN", help="calls started at or after WHEN (ISO 8601, today, 1h, 2d)"
+    )
+    cdr.add_argument("--until", type=_when, metavar="WHEN", help="calls started before WHEN")
+    cdr.add_argument("--disposition", choices=[d.value for d in Disposition])
+    cdr.add_argument("--limit", type=_positive, metavar="N", help="only the latest N calls")
+    cdr.add_argument("--csv", action="store_true", help="RFC 4180 CSV on stdout, times in UTC")
+    cdr.set_defaults(func=cmd_cdr)
     prompts = sub.add_parser("prompts", help="IVR prompt files")
     prompts_sub = prompts.add_subparsers(dest="action", required=True)
     build = prompts_sub.add_parser("build", help="regenerate the prompt WAVs with espeak-ng and sox")
