@@ -321,20 +321,9 @@ def iso_local(t: float) -> str:
 
 
 CSV_FIELDS = (
-    "call_id",
-    "caller",
-    "callee",
-    "route_target",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billable",
-    "disposition",
-    "sip_code",
-    "hangup_side",
-    "recording_path",
-)
+    "call_id", "caller", "callee", "route_target", "start", "answer", "end", "duration", "billable",
+    "disposition", "sip_code", "hangup_side", "recording_path",
+)  # fmt: skip
 
 
 def write_csv(records: Iterable[CallRecord], out: IO[str]) -> None:
@@ -363,7 +352,9 @@ def write_csv(records: Iterable[CallRecord], out: IO[str]) -> None:
 
 def format_table(records: list[CallRecord]) -> list[str]:
     """Lines of a human-readable table (start in local time), ending with a count."""
-    head = ("start", "caller", "callee", "target", "disposition", "code", "duration", "billable", "hangup", "recording")
+    head = (
+        "start", "caller", "callee", "target", "disposition", "code", "duration", "billable", "hangup", "recording",
+    )  # fmt: skip
     rows = [
         (
             iso_local(r.start),
@@ -383,7 +374,9 @@ def format_table(records: list[CallRecord]) -> list[str]:
     right = {5, 6, 7}  # numbers
     lines = []
     for row in (head, *rows):
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
     lines.append(f"{len(rows)} calls")
     return lines
