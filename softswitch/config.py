@@ -22,7 +22,7 @@ LANGUAGES = ("zh", "en")
 ROUTE_TARGET = re.compile(r"^(extension|(ivr|queue|voicemail|trunk):[A-Za-z0-9_.-]+)$")
 KNOWN_SECTIONS = {
     "switch", "registrar", "accounts", "routes", "recording", "trading", "ivr", "queues",
-    "agents", "trunks", "accounts_file",
+    "agents", "trunks", "accounts_file", "calls",
 }  # fmt: skip
 
 
@@ -62,6 +62,24 @@ class Route:
         return self.pattern.match(number) is not None if self.pattern else number == self.match
 
 
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A SIP peer calls are sent to (``trunk:NAME``) and admitted from by source address."""
+
+    name: str
+    host: str
+    port: int
+    transport: str = "udp"
+
+
+@dataclass(slots=True)
+class RecordingSettings:
+    enabled: bool = False
+    format: str = "wav"
+    path: str = "recordings/{date}/{call_id}.{ext}"
+    pause_during_pin: bool = True
+
+
 @dataclass(slots=True)
 class Config:
     path: Path
@@ -79,6 +97,10 @@ class Config:
     max_expires: int = 7200
     default_expires: int = 3600
     nonce_ttl: float = 300.0
+    trunks: dict[str, Trunk] = field(default_factory=dict)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
+    ring_timeout_s: float = 60.0
+    rtp_timeout_s: float = 60.0
     # MD5 only by default: baresip 1.0 (libre) rejects a 401 that also offers SHA-256, and
     # SIPp answers only the first challenge. SHA-256 is one config line away.
     auth_algorithms: tuple[str, ...] = ("MD5",)
@@ -383,6 +405,65 @@ def load_config(path: str | Path) -> Config:
                 continue
             cfg.routes.append(Route(r["match"], r["to"], pattern))
 
+    _load_calls(chk, raw, cfg)
     if chk.problems:
         raise ConfigError(chk.problems)
     return cfg
+
+
+def _load_calls(chk: _Checker, raw: dict[str, Any], cfg: Config) -> None:
+    """[trunks.*], [recording] and [calls]."""
+    trunks = raw.get("trunks", {})
+    if _check_type(chk, "trunks", trunks, dict, "tables [trunks.NAME]"):
+        for name, t in trunks.items():
+            key = f"trunks.{name}"
+            if not _check_type(chk, key, t, dict, f"a table [trunks.{name}]"):
+                continue
+            for k in t:
+                if k not in ("address", "transport"):
+                    chk.error(f"{key}.{k}", "unknown key; expected address or transport")
+            addr = t.get("address")
+            m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d+)", addr) if isinstance(addr, str) else None
+            if m is None or not 0 < int(m.group(2)) < 65536:
+                chk.error(f"{key}.address", f'expected "host:port", got {addr!r}')
+                continue
+            transport = t.get("transport", "udp")
+            if transport not in TRANSPORTS:
+                chk.error(f"{key}.transport", f"unknown transport {transport!r}; expected udp, tcp or tls")
+                continue
+            cfg.trunks[name] = Trunk(name, m.group(1).strip("[]"), int(m.group(2)), transport)
+    for i, r in enumerate(cfg.routes):
+        if r.to.startswith("trunk:") and r.to[6:] not in cfg.trunks:
+            chk.error(f"routes[{i}].to", f"unknown trunk {r.to[6:]!r}; define [trunks.{r.to[6:]}]")
+    rec = raw.get("recording", {})
+    if _check_type(chk, "recording", rec, dict, "a table [recording]"):
+        for k, v in rec.items():
+            key = f"recording.{k}"
+            if k in ("enabled", "pause_during_pin"):
+                if _check_type(chk, key, v, bool, "true or false"):
+                    setattr(cfg.recording, k, v)
+            elif k == "format":
+                if v not in ("wav", "flac"):
+                    chk.error(key, f"unknown format {v!r}; expected wav or flac")
+                else:
+                    cfg.recording.format = v
+            elif k == "path":
+                if _check_type(chk, key, v, str, "a path template"):
+                    try:
+                        v.format(date="d", call_id="c", ext="wav", caller="a", callee="b")
+                    except (KeyError, IndexError, ValueError) as e:
+                        chk.error(key, f"bad template {v!r}: {e}; fields: date, call_id, ext, caller, callee")
+                    else:
+                        cfg.recording.path = v
+            else:
+                chk.error(key, "unknown key; expected enabled, format, path, pause_during_pin")
+    calls = raw.get("calls", {})
+    if _check_type(chk, "calls", calls, dict, "a table [calls]"):
+        for k, v in calls.items():
+            key = f"calls.{k}"
+            if k not in ("ring_timeout_s", "rtp_timeout_s"):
+                chk.error(key, "unknown key; expected ring_timeout_s, rtp_timeout_s")
+            elif _check_type(chk, key, v, (int, float), "a number of seconds") and v <= 0:
+                chk.error(key, f"expected a positive number of seconds, got {v}")
+            else:
+                setattr(cfg, k, float(v))

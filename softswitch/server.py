@@ -5,11 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+from .calls import B2BUA
+from .cdr import CdrStore
+from .cdr import db_path as cdr_db
 from .config import Config, Listener
 from .location import LocationStore
+from .media.engine import MediaEngine
+from .media.prompts import PromptLibrary
+from .media.recorder import RecorderThread, repair_recordings
+from .prompts_build import default_root
 from .runtime import tune_gc
 from .sip.peer import Peer
 from .switch import SwitchCore
@@ -48,21 +57,72 @@ class SwitchServer:
         self._timer_at: float | None = None
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.media: MediaEngine | None = None
+        self.recorder: RecorderThread | None = None
+        self.cdr: CdrStore | None = None
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="softswitch-io")
 
     async def start(self) -> list[Listener]:
         self._loop = asyncio.get_running_loop()
         loaded = self.store.load(time.time())
         log.info("location service: %d bindings restored", loaded)
-        tune_gc()
         for listener in self.config.listen:
             try:
                 self.listeners.append(await self.transports.listen(listener))
             except OSError as e:
                 await self.transports.close()
                 raise ListenError(f"cannot listen on {listener}: {e.strerror or e}") from None
+        self._start_calls()
+        tune_gc()
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         log.info("listening on %s", ", ".join(str(lst) for lst in self.listeners))
         return self.listeners
+
+    def _start_calls(self) -> None:
+        """Media engine, recorder, CDR store and the B2BUA."""
+        config = self.config
+        local: dict[str, tuple[str, int]] = {}
+        for lst in self.listeners:
+            local.setdefault(lst.transport, (lst.host, lst.port))
+        if not local:
+            return
+        media_host = next(iter(local.values()))[0]
+        if media_host in ("0.0.0.0", "::"):
+            media_host = socket.gethostbyname(socket.gethostname())
+        if config.recording.enabled:
+            repaired = repair_recordings(config.data_dir)
+            if repaired:
+                log.warning("repaired %d recordings cut short by a crash", len(repaired))
+            self.recorder = RecorderThread()
+            self.recorder.start()
+        prompts = None
+        root = default_root()
+        if root.is_dir():
+            try:
+                prompts = PromptLibrary(root).load(languages=(config.language,))
+            except Exception as e:
+                log.warning("prompts not loaded from %s: %s", root, e)
+        self.media = MediaEngine(host=media_host, ports=config.rtp_ports, prompts=prompts, recorder=self.recorder,
+                                 language=config.language, capacity=2 * config.max_calls + 16,
+                                 rtp_timeout_s=config.rtp_timeout_s)  # fmt: skip
+        self.media.start()
+        self.cdr = CdrStore(cdr_db(config.data_dir))
+        loop = self._loop
+        assert loop is not None
+        calls = B2BUA(config, self.core.stack, self.core.ids, self.store, self.core.auth, self.media, self.cdr,
+                      local=local, clock=lambda: (loop.time(), time.time()), executor=self.executor)  # fmt: skip
+        calls.flush = self._flush_calls
+        self.core.enable_calls(calls)
+
+    def _flush_calls(self) -> None:
+        """Send what the B2BUA queued outside a packet or timer (media events)."""
+        calls = self.core.calls
+        if calls is None or not calls.pending:
+            return
+        out, calls.pending = calls.pending, []
+        for t in out:
+            self.transports.send(t.data, t.peer)
+        self._arm_timer()
 
     def _receive(self, data: bytes, peer: Peer) -> None:
         assert self._loop is not None
@@ -127,6 +187,13 @@ class SwitchServer:
         if self._timer is not None:
             self._timer.cancel()
         await self.transports.close()
+        if self.media is not None:
+            self.media.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
+        if self.cdr is not None:
+            self.cdr.close()
+        self.executor.shutdown(wait=True)
         self.store.close()
         log.info("stopped")
 

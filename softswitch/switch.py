@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Iterable
 
+from .calls import B2BUA
 from .config import Config
 from .location import LocationStore
 from .registrar import Registrar, RegistrarPolicy
@@ -22,7 +23,17 @@ from .sip.ids import IdGenerator
 from .sip.message import Request, Response, make_response
 from .sip.peer import Peer
 from .sip.stack import SipStack, Transmit
-from .sip.transaction import AckReceived, Event, RequestReceived, ServerTransaction
+from .sip.transaction import (
+    AckReceived,
+    ClientTransaction,
+    Event,
+    InviteServerTransaction,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    StrayResponse,
+    TransactionTimeout,
+)
 from .sip.uri import SipUri
 
 log = logging.getLogger("softswitch.switch")
@@ -66,6 +77,7 @@ class SwitchCore:
             algorithms=tuple(Algorithm(a) for a in config.auth_algorithms),
         )
         self.local_hosts = {config.domain.lower(), "localhost", *(h.lower() for h in local_hosts)}
+        self.calls: B2BUA | None = None  # set by enable_calls()
         self.stats = {"register_ok": 0, "register_challenged": 0, "register_failed": 0, "options": 0}
 
     def _credentials(self, user: str) -> Credentials | None:
@@ -77,11 +89,22 @@ class SwitchCore:
         """Handle received bytes; ``now`` is monotonic (timers), ``wall`` epoch seconds (bindings)."""
         return self._dispatch(self.stack.receive(data, peer, now), now, wall)
 
+    def enable_calls(self, calls: B2BUA) -> None:
+        """Serve INVITEs with the B2BUA (needs the media engine, so the asyncio side builds it)."""
+        self.calls = calls
+
     def handle_timer(self, now: float, wall: float) -> list[Transmit]:
+        if self.calls is not None:
+            self.calls.handle_timer(now)
         return self._dispatch(self.stack.handle_timer(now), now, wall)
 
     def next_timer(self) -> float | None:
-        return self.stack.next_timer()
+        at = self.stack.next_timer()
+        if self.calls is not None:
+            mine = self.calls.next_timer()
+            if mine is not None and (at is None or mine < at):
+                return mine
+        return at
 
     def _dispatch(self, events: list[Event | Transmit], now: float, wall: float) -> list[Transmit]:
         out: list[Transmit] = []
@@ -89,6 +112,7 @@ class SwitchCore:
             if isinstance(ev, Transmit):
                 out.append(ev)
             elif isinstance(ev, RequestReceived):
+                resp: Response | None
                 try:
                     resp = self._handle_request(ev.request, ev.transaction, now, wall)
                 except SipError as e:
@@ -96,11 +120,23 @@ class SwitchCore:
                 except Exception:
                     log.exception("internal error handling %s", ev.request.method)
                     resp = make_response(ev.request, 500, to_tag=self.ids.tag())
-                out.extend(
-                    t for t in self.stack.respond(ev.transaction, resp, now) if isinstance(t, Transmit)
-                )
+                if resp is not None:  # None: the call layer answers later
+                    out.extend(
+                        t for t in self.stack.respond(ev.transaction, resp, now) if isinstance(t, Transmit)
+                    )
+            elif self.calls is None:
+                continue
             elif isinstance(ev, AckReceived):
-                pass  # ACK for a 2xx: no dialogs yet
+                self.calls.ack(ev.request)
+            elif isinstance(ev, ResponseReceived):
+                self.calls.response(ev.response, ev.transaction)
+            elif isinstance(ev, StrayResponse):
+                self.calls.stray_response(ev.response)
+            elif isinstance(ev, TransactionTimeout) and isinstance(ev.transaction, ClientTransaction):
+                self.calls.timeout(ev.transaction)
+        if self.calls is not None and self.calls.pending:
+            out.extend(self.calls.pending)
+            self.calls.pending.clear()
         return out
 
     def _error(self, req: Request, e: SipError) -> Response:
@@ -110,14 +146,17 @@ class SwitchCore:
         return resp
 
     # ---- requests --------------------------------------------------------
-    def _handle_request(self, req: Request, txn: ServerTransaction, now: float, wall: float) -> Response:
+    def _handle_request(
+        self, req: Request, txn: ServerTransaction, now: float, wall: float
+    ) -> Response | None:
         method = req.method
         uri = req.request_uri
         if method not in KNOWN_METHODS:
             raise SipError(501, "Not Implemented", [("Allow", ALLOW)])
         if method == "CANCEL":
-            # a CANCEL whose INVITE the layer did not match: §9.2
-            raise SipError(481, "Call/Transaction Does Not Exist")
+            if self.calls is not None:
+                return self.calls.cancel(req, txn, self.stack.transactions.find_cancel_target(req))
+            raise SipError(481, "Call/Transaction Does Not Exist")  # §9.2: no matching INVITE
         if method not in ("REGISTER", "OPTIONS") and req.max_forwards == 0:
             raise SipError(483, "Too Many Hops")
         required = [tag for tag in req.headers.get_list("Require") if tag not in SUPPORTED_OPTIONS]
@@ -129,9 +168,51 @@ class SwitchCore:
             return self._register(req, txn, now, wall)
         if method == "OPTIONS":
             return self._options(req)
+        if req.to.tag is not None:  # in a dialog
+            if self.calls is not None:
+                resp = self.calls.in_dialog(req, txn)
+                if resp is not None:
+                    return resp
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        if method == "INVITE" and self.calls is not None:
+            assert isinstance(txn, InviteServerTransaction)
+            return self._invite(req, txn, uri, wall)
         if method == "BYE":
             raise SipError(481, "Call/Transaction Does Not Exist")
         raise SipError(405, "Method Not Allowed", [("Allow", ALLOW)])
+
+    def _invite(
+        self, req: Request, txn: InviteServerTransaction, uri: SipUri, wall: float
+    ) -> Response | None:
+        """A new call: admit (trunk address or digest), route, hand to the B2BUA."""
+        assert self.calls is not None
+        trunk = self._trunk_of(txn.peer)
+        if trunk is not None:
+            from_uri = req.from_.uri
+            caller = from_uri.user if isinstance(from_uri, SipUri) and from_uri.user else trunk
+        else:
+            header = self._credentials_for_realm(req.headers.get_all("Proxy-Authorization"))
+            result = self.auth.verify("INVITE", req.uri, header, wall) if header is not None else None
+            if result is None or not result.ok or result.user is None:
+                if result is not None and not result.stale:
+                    log.info("INVITE auth failed from %s: %s", txn.peer.host, result.reason)
+                resp = make_response(req, 407, to_tag=self.ids.tag())
+                for value in self.auth.challenge(wall, stale=result is not None and result.stale):
+                    resp.headers.add("Proxy-Authenticate", value)
+                return resp
+            caller = result.user
+        number = uri.user or ""
+        route = next((r for r in self.config.routes if r.matches(number)), None)
+        if route is None:
+            raise SipError(404, "Not Found (no route)")
+        self.calls.invite(req, txn, caller, route.to, number)
+        return None
+
+    def _trunk_of(self, peer: Peer) -> str | None:
+        for trunk in self.config.trunks.values():
+            if trunk.host == peer.host and trunk.port == peer.port:
+                return trunk.name
+        return None
 
     def _credentials_for_realm(self, values: list[str]) -> str | None:
         """The Authorization value for our realm (a phone may send one per realm, §22.3)."""

@@ -23,7 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from softswitch.sip.errors import BadRequest
+from .errors import BadRequest, SipError
+from .uri import SipUri, parse_uri
 
 __all__ = [
     "Algorithm",
@@ -64,6 +65,22 @@ def _encode(text: str) -> bytes:
 
 def _h(algorithm: Algorithm, text: str) -> str:
     return _HASH[algorithm](_encode(text)).hexdigest()
+
+
+def _same_target(digest_uri: str, request_uri: str) -> bool:
+    """The digest ``uri`` names the same server as the Request-URI (scheme, host, port).
+
+    Some clients (SIPp among them) put the server's address without the user part in
+    ``uri`` on INVITEs. The digest covers whatever ``uri`` says, so accepting the same
+    host and port loses nothing; a ``uri`` for another server is still refused.
+    """
+    try:
+        a, b = parse_uri(digest_uri), parse_uri(request_uri)
+    except SipError:
+        return False
+    if not isinstance(a, SipUri) or not isinstance(b, SipUri):
+        return False
+    return a.scheme == b.scheme and a.host.lower() == b.host.lower() and a.port == b.port
 
 
 def compute_ha1(user: str, realm: str, password: str, algorithm: Algorithm) -> str:
@@ -309,7 +326,7 @@ class DigestAuthenticator:
 
         if realm != self.realm:
             return AuthResult(False, reason=f"realm mismatch {realm!r}")
-        if uri != request_uri:
+        if uri != request_uri and not _same_target(uri, request_uri):
             # RFC 2617 §3.2.2.5 suggests 400 here; a fresh challenge is as safe and friendlier to clients.
             return AuthResult(False, reason=f"uri mismatch {uri!r} != {request_uri!r}")
         alg_name = p.get("algorithm")

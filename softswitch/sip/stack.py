@@ -22,6 +22,7 @@ from .headers import Via, parse_vias
 from .message import Headers, Message, Request, Response, make_response, parse_message
 from .peer import Peer
 from .transaction import (
+    ClientTransaction,
     Event,
     Retransmit,
     SendMessage,
@@ -145,6 +146,21 @@ class SipStack:
             if wire is not None:
                 self.transactions.retire(txn, wire.data, wire.peer)
         return out
+
+    def request(
+        self, req: Request, peer: Peer, now: float
+    ) -> tuple[ClientTransaction, list[Event | Transmit]]:
+        """Send a request through a new client transaction (its top Via must carry the branch)."""
+        if "Max-Forwards" not in req.headers:
+            req.headers.add("Max-Forwards", "70")
+        if self.server_header and "User-Agent" not in req.headers:
+            req.headers.add("User-Agent", self.server_header)
+        txn, events = self.transactions.send_request(req, peer, now)
+        return txn, self._route(events)
+
+    def send_stateless(self, msg: Message, peer: Peer) -> Transmit:
+        """Bytes for a message sent outside any transaction (ACK for a 2xx, 2xx retransmissions)."""
+        return self._transmit(msg, peer)
 
     def handle_timer(self, now: float) -> list[Event | Transmit]:
         return self._route(self.transactions.handle_timer(now))

@@ -1,0 +1,630 @@
+"""Calls: the B2BUA that connects a caller to a callee through the media engine.
+
+Every call has two dialogs: the A leg (the caller's INVITE, answered by us)
+and the B leg (our INVITE to the callee; all registered contacts are rung in
+parallel and the first 2xx wins). Media is anchored: each side talks RTP to its
+own :class:`~softswitch.media.leg.Leg`, and the engine bridges the two legs, so
+the call can be recorded. Signalling is event-driven: the switch core hands
+requests, responses and timeouts to :class:`B2BUA`, which queues the bytes to
+send; media events (RTP timeout) arrive from the engine and are flushed through
+the ``flush`` callback.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .cdr import CallRecord, CdrStore, Disposition, HangupSide
+from .config import Config
+from .location import LocationStore
+from .media.engine import MediaEngine, RtpTimeout
+from .media.leg import Leg, MediaEvent
+from .sip import sdp
+from .sip.auth import DigestAuthenticator
+from .sip.dialog import Dialog, dialog_id_of_request, make_cancel, negotiate_session_timer
+from .sip.errors import SipError
+from .sip.ids import IdGenerator
+from .sip.message import Headers, Request, Response, make_response
+from .sip.peer import Peer
+from .sip.stack import SipStack, Transmit
+from .sip.transaction import ClientTransaction, InviteServerTransaction, ServerTransaction, State
+from .sip.uri import SipUri, parse_uri
+
+if TYPE_CHECKING:
+    from .media.recorder import Recording
+
+log = logging.getLogger("softswitch.calls")
+
+T1 = 0.5
+T2 = 4.0
+FAILURE_MAP = {486: 486, 600: 486, 603: 603, 404: 404, 408: 408, 480: 480, 487: 487, 488: 488}
+
+
+class CallState(enum.Enum):
+    ROUTING = "routing"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class Fork:
+    """One INVITE to one registered contact of the callee."""
+
+    invite: Request
+    peer: Peer
+    txn: ClientTransaction | None = None
+    provisional: bool = False
+    cancel_pending: bool = False
+    done: bool = False
+
+
+@dataclass(eq=False)
+class Call:
+    """One caller-to-callee call and its two dialogs."""
+
+    call_id: str
+    caller: str
+    callee: str
+    route_target: str
+    a_invite: Request
+    a_txn: InviteServerTransaction
+    a_peer: Peer
+    a_tag: str
+    a_media: Leg
+    b_media: Leg
+    a_sdp: sdp.LocalSession
+    b_sdp: sdp.LocalSession
+    start: float
+    b_call_id: str
+    b_tag: str
+    state: CallState = CallState.ROUTING
+    forks: list[Fork] = field(default_factory=list)
+    a_dialog: Dialog | None = None
+    b_dialog: Dialog | None = None
+    b_invite: Request | None = None
+    answer: float | None = None
+    end: float | None = None
+    disposition: str = "failed"
+    sip_code: int | None = None
+    hangup_side: str | None = None
+    recording: Recording | None = None
+    recording_path: str | None = None
+    best_failure: int = 0
+    a_ok: Response | None = None  # our 2xx to the caller, resent until the ACK
+    session_expires: float | None = None
+    session_deadline: float | None = None
+
+
+class B2BUA:
+    """Routes INVITEs, forks to registered contacts, bridges media, writes CDRs."""
+
+    def __init__(
+        self,
+        config: Config,
+        stack: SipStack,
+        ids: IdGenerator,
+        store: LocationStore,
+        auth: DigestAuthenticator,
+        media: MediaEngine,
+        cdr: CdrStore | None,
+        *,
+        local: dict[str, tuple[str, int]],
+        clock: Callable[[], tuple[float, float]],
+        executor: Executor | None = None,
+    ) -> None:
+        self.config = config
+        self.stack = stack
+        self.ids = ids
+        self.store = store
+        self.auth = auth
+        self.media = media
+        self.cdr = cdr
+        self.local = local
+        self.clock = clock
+        self.executor = executor
+        self.flush: Callable[[], None] = lambda: None
+        self.pending: list[Transmit] = []
+        self.calls: dict[str, Call] = {}  # by A-leg Call-ID
+        self._by_b_call_id: dict[str, Call] = {}
+        self._by_txn: dict[int, tuple[Call, Fork]] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self.stats = {"calls": 0, "answered": 0, "failed": 0, "rejected_busy": 0}
+
+    # ---- plumbing -----------------------------------------------------------
+    def _out(self, events: list[Any]) -> None:
+        self.pending.extend(e for e in events if isinstance(e, Transmit))
+
+    def _respond(self, txn: ServerTransaction, resp: Response) -> None:
+        now, _ = self.clock()
+        self._out(self.stack.respond(txn, resp, now))
+
+    def _send_request(self, req: Request, peer: Peer) -> ClientTransaction:
+        now, _ = self.clock()
+        txn, events = self.stack.request(req, peer, now)
+        self._out(events)
+        return txn
+
+    def _at(self, when: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), fn))
+
+    def next_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            try:
+                fn()
+            except Exception:
+                log.exception("call timer failed")
+
+    def _via(self, transport: str) -> tuple[str, str, int]:
+        t = transport if transport in self.local else "udp"
+        host, port = self.local[t]
+        return t, host, port
+
+    def _contact(self, transport: str) -> str:
+        t, host, port = self._via(transport)
+        h = f"[{host}]" if ":" in host else host
+        return f"<sip:switch@{h}:{port};transport={t}>"
+
+    # ---- new calls ------------------------------------------------------------
+    def invite(
+        self, req: Request, txn: InviteServerTransaction, caller: str, target: str, number: str
+    ) -> None:
+        """A new authenticated INVITE routed to ``target`` (``extension`` or ``trunk:NAME``)."""
+        now, wall = self.clock()
+        if len(self.calls) >= self.config.max_calls:
+            self.stats["rejected_busy"] += 1
+            raise SipError(503, "Service Unavailable (call limit)", [("Retry-After", "5")])
+        destinations = self._destinations(target, number, wall)
+        if (req.headers.get("Content-Type") or "").split(";")[
+            0
+        ].strip().lower() != "application/sdp" or not req.body:
+            raise SipError(488, "Not Acceptable Here (an SDP offer is required)")
+        offer = sdp.parse(req.body)
+        timer = negotiate_session_timer(req)
+        a_media = self.media.create_leg()
+        try:
+            b_media = self.media.create_leg()
+        except Exception:
+            self.media.release(a_media)
+            raise
+        host = self.media.host
+        sid = int(wall)
+        a_sdp = sdp.LocalSession(address=host, port=a_media.port, session_id=sid)
+        b_sdp = sdp.LocalSession(address=host, port=b_media.port, session_id=sid + 1)
+        call = Call(
+            call_id=req.call_id, caller=caller, callee=number, route_target=target, a_invite=req, a_txn=txn,
+            a_peer=txn.peer, a_tag=self.ids.tag(), a_media=a_media, b_media=b_media, a_sdp=a_sdp, b_sdp=b_sdp,
+            start=wall, b_call_id=self.ids.call_id(host), b_tag=self.ids.tag(),
+        )  # fmt: skip
+        try:
+            _, neg = a_sdp.answer(offer)
+        except SipError:
+            self._release_media(call)
+            raise
+        a_media.configure(codec=neg.codec, payload_type=neg.payload_type,
+                          telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
+        if timer is not None:
+            call.session_expires = timer.interval
+        self.calls[call.call_id] = call
+        self._by_b_call_id[call.b_call_id] = call
+        self.stats["calls"] += 1
+        a_media.on_event = lambda ev, c=call: self._media_event(c, ev)
+        b_media.on_event = lambda ev, c=call: self._media_event(c, ev)
+        b_offer = b_sdp.offer().to_bytes()
+        for uri, peer in destinations:
+            self._fork(call, uri, peer, b_offer)
+        self._at(now + self.config.ring_timeout_s, partial(self._ring_timeout, call))
+        log.info(
+            "call %s: %s -> %s (%s, %d contacts)", call.call_id, caller, number, target, len(destinations)
+        )
+
+    def _destinations(self, target: str, number: str, wall: float) -> list[tuple[str, Peer]]:
+        if target.startswith("trunk:"):
+            trunk = self.config.trunks[target[6:]]
+            host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+            return [(f"sip:{number}@{host}:{trunk.port}", Peer(trunk.transport, trunk.host, trunk.port))]
+        if target != "extension":
+            kind = target.split(":", 1)[0]
+            raise SipError(501, f"Not Implemented ({kind} routing is not available yet)")
+        if number not in self.config.accounts:
+            raise SipError(404, "Not Found")
+        out = []
+        for b in self.store.bindings(number, wall):
+            try:
+                uri = parse_uri(b.contact)
+            except SipError:
+                continue
+            if not isinstance(uri, SipUri):
+                continue
+            transport = (uri.transport or "udp").lower()
+            src_transport, _, src_addr = b.source.partition(":")
+            if transport == "udp" or src_transport != transport:
+                port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+                peer = Peer(transport, uri.host.strip("[]"), port)
+            else:  # stream transports: reuse the connection the phone registered over
+                shost, _, sport = src_addr.rpartition(":")
+                peer = Peer(transport, shost, int(sport))
+            out.append((b.contact, peer))
+        if not out:
+            raise SipError(480, "Temporarily Unavailable (not registered)")
+        return out
+
+    def _fork(self, call: Call, uri: str, peer: Peer, offer: bytes) -> None:
+        a = call.a_invite
+        t, host, port = self._via(peer.transport)
+        h = f"[{host}]" if ":" in host else host
+        mf = a.max_forwards
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/{t.upper()} {h}:{port};branch={self.ids.branch()};rport"),
+                ("Max-Forwards", str(max(0, (mf if mf is not None else 70) - 1))),
+                ("From", f"<sip:{call.caller}@{self.config.domain}>;tag={call.b_tag}"),
+                ("To", f"<sip:{call.callee}@{self.config.domain}>"),
+                ("Call-ID", call.b_call_id),
+                ("CSeq", "1 INVITE"),
+                ("Contact", self._contact(peer.transport)),
+                ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO"),
+                ("Content-Type", "application/sdp"),
+            ]
+        )
+        invite = Request("INVITE", uri, headers, offer)
+        fork = Fork(invite, peer)
+        call.forks.append(fork)
+        fork.txn = self._send_request(invite, peer)
+        self._by_txn[id(fork.txn)] = (call, fork)
+
+    # ---- responses from callees ----------------------------------------------------------
+    def response(self, resp: Response, txn: ClientTransaction) -> None:
+        found = self._by_txn.get(id(txn))
+        if found is None:
+            return
+        call, fork = found
+        method = txn.request.method
+        if method != "INVITE":
+            return
+        status = resp.status
+        if status < 200:
+            self._provisional(call, fork, resp)
+        elif status < 300:
+            self._answered(call, fork, resp)
+        else:
+            self._fork_failed(call, fork, status)
+
+    def stray_response(self, resp: Response) -> None:
+        """A 2xx retransmission from the callee: ACK it again."""
+        if resp.status < 200 or resp.status >= 300:
+            return
+        call = self._by_b_call_id.get(resp.call_id)
+        if call is None or call.b_dialog is None or resp.cseq.method != "INVITE":
+            return
+        self._ack_b(call, resp.cseq.seq)
+
+    def timeout(self, txn: ClientTransaction) -> None:
+        found = self._by_txn.get(id(txn))
+        if found is not None and txn.request.method == "INVITE":
+            self._fork_failed(found[0], found[1], 408)
+
+    def _provisional(self, call: Call, fork: Fork, resp: Response) -> None:
+        fork.provisional = True
+        if fork.cancel_pending or call.state in (CallState.ANSWERED, CallState.ENDED):
+            self._cancel_fork(fork)
+            return
+        if resp.status in (180, 183) and call.state == CallState.ROUTING:
+            call.state = CallState.RINGING
+            ring = make_response(call.a_invite, 180, to_tag=call.a_tag)
+            ring.headers.add("Contact", self._contact(call.a_peer.transport))
+            self._respond(call.a_txn, ring)
+
+    def _answered(self, call: Call, fork: Fork, resp: Response) -> None:
+        fork.done = True
+        if call.state in (CallState.ANSWERED, CallState.ENDED):
+            # a second fork answered (or the caller gave up): ACK and hang it up
+            late = Dialog.from_uac(fork.invite, resp, fork.peer)
+            late.local_contact = self._contact(fork.peer.transport)
+            self._send_ack(late, resp.cseq.seq)
+            self._bye(late)
+            return
+        b_dialog = Dialog.from_uac(fork.invite, resp, fork.peer)
+        b_dialog.local_contact = self._contact(fork.peer.transport)
+        call.b_dialog = b_dialog
+        call.b_invite = fork.invite
+        self._ack_b(call, resp.cseq.seq)
+        try:
+            neg = call.b_sdp.accept_answer(sdp.parse(resp.body))
+        except SipError as e:
+            log.warning("call %s: callee's answer unusable: %s", call.call_id, e.reason)
+            self._bye(b_dialog)
+            self._fail(call, 488)
+            return
+        call.b_media.configure(codec=neg.codec, payload_type=neg.payload_type,
+                               telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
+        for other in call.forks:
+            if other is not fork and not other.done:
+                self._cancel_fork(other)
+        self.media.bridge(call.a_media, call.b_media)
+        now, wall = self.clock()
+        call.state = CallState.ANSWERED
+        call.answer = wall
+        self.stats["answered"] += 1
+        ok = make_response(call.a_invite, 200, to_tag=call.a_tag)
+        ok.headers.add("Contact", self._contact(call.a_peer.transport))
+        ok.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE")
+        if call.session_expires is not None:
+            ok.headers.add("Session-Expires", f"{int(call.session_expires)};refresher=uac")
+            ok.headers.add("Require", "timer")
+        ok.headers.add("Content-Type", "application/sdp")
+        last = call.a_sdp.last_sent
+        assert last is not None
+        ok.body = last.to_bytes()
+        call.a_dialog = Dialog.from_uas(call.a_invite, ok, call.a_peer)
+        call.a_dialog.local_contact = self._contact(call.a_peer.transport)
+        call.a_ok = ok
+        self._respond(call.a_txn, ok)
+        if not call.a_peer.reliable:
+            self._at(now + T1, partial(self._resend_ok, call, ok, T1, now))
+        if call.session_expires is not None:
+            self._arm_session_timer(call, now)
+        self._start_recording(call, wall)
+        log.info("call %s answered", call.call_id)
+
+    def _resend_ok(self, call: Call, ok: Response, interval: float, started: float) -> None:
+        """§13.3.1.4: resend our 2xx, T1 doubling to T2, until the ACK comes or 64*T1 pass."""
+        if call.a_ok is not ok or call.state != CallState.ANSWERED:
+            return
+        now, _ = self.clock()
+        if now - started >= 64 * T1:
+            log.warning("call %s: no ACK for our 2xx; hanging up", call.call_id)
+            call.a_ok = None
+            self._hangup(call, "system", send_a=True, send_b=True)
+            return
+        self.pending.append(self.stack.send_stateless(ok, call.a_peer))
+        nxt = min(2 * interval, T2)
+        self._at(now + nxt, partial(self._resend_ok, call, ok, nxt, started))
+
+    def _fork_failed(self, call: Call, fork: Fork, status: int) -> None:
+        fork.done = True
+        self._by_txn.pop(id(fork.txn), None)
+        if call.state in (CallState.ANSWERED, CallState.ENDED):
+            return
+        call.best_failure = _better_failure(call.best_failure, status)
+        if all(f.done for f in call.forks):
+            self._fail(
+                call,
+                FAILURE_MAP.get(call.best_failure, 480 if call.best_failure >= 500 else call.best_failure),
+            )
+
+    def _fail(self, call: Call, status: int, reason: str | None = None) -> None:
+        if call.state == CallState.ENDED:
+            return
+        if call.a_txn.state in (State.PROCEEDING, State.TRYING):
+            self._respond(call.a_txn, make_response(call.a_invite, status, reason, to_tag=call.a_tag))
+        call.sip_code = status
+        call.disposition = {486: "busy", 487: "cancelled", 408: "no-answer", 480: "no-answer"}.get(
+            status, "failed"
+        )
+        if status == 480 and call.best_failure not in (0, 480):
+            call.disposition = "failed"
+        self.stats["failed"] += 1
+        self._finish(call)
+
+    def _ring_timeout(self, call: Call) -> None:
+        if call.state in (CallState.ROUTING, CallState.RINGING):
+            log.info("call %s: no answer after %.0f s", call.call_id, self.config.ring_timeout_s)
+            for fork in call.forks:
+                if not fork.done:
+                    self._cancel_fork(fork)
+            call.best_failure = 480
+            self._fail(call, 480, "Temporarily Unavailable (no answer)")
+            call.disposition = "no-answer"
+
+    def _cancel_fork(self, fork: Fork) -> None:
+        if fork.done:
+            return
+        if not fork.provisional:
+            fork.cancel_pending = True  # §9.1: CANCEL only after a provisional response
+            return
+        fork.done = True
+        fork.cancel_pending = False
+        self._send_request(make_cancel(fork.invite), fork.peer)
+
+    # ---- requests in calls ------------------------------------------------------------
+    def cancel(
+        self, req: Request, txn: ServerTransaction, target: InviteServerTransaction | None
+    ) -> Response:
+        """CANCEL from the caller (§9.2): 200 for the CANCEL; the INVITE gets 487."""
+        call = self.calls.get(req.call_id)
+        if target is None or call is None or call.a_txn is not target:
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        if call.state in (CallState.ROUTING, CallState.RINGING):
+            for fork in call.forks:
+                self._cancel_fork(fork)
+            self._fail(call, 487)
+            call.hangup_side = "caller"
+        return make_response(req, 200)
+
+    def ack(self, req: Request) -> None:
+        call = self.calls.get(req.call_id)
+        if call is not None and call.a_ok is not None and req.cseq.seq == call.a_ok.cseq.seq:
+            call.a_ok = None  # stop resending our 2xx
+
+    def in_dialog(self, req: Request, txn: ServerTransaction) -> Response | None:
+        """A request inside one of our dialogs; None when it is not ours."""
+        call = self.calls.get(req.call_id) or self._by_b_call_id.get(req.call_id)
+        if call is None:
+            return None
+        a_side = req.call_id == call.call_id
+        dialog = call.a_dialog if a_side else call.b_dialog
+        if dialog is None or dialog_id_of_request(req) != dialog.id:
+            return None
+        dialog.accept_request(req)
+        method = req.method
+        if method == "BYE":
+            resp = make_response(req, 200)
+            self._hangup(call, "caller" if a_side else "callee", send_a=not a_side, send_b=a_side)
+            return resp
+        if method in ("INVITE", "UPDATE"):
+            return self._reinvite(call, req, a_side)
+        if method in ("OPTIONS", "INFO"):
+            return make_response(req, 200)
+        raise SipError(
+            405, "Method Not Allowed", [("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")]
+        )
+
+    def _reinvite(self, call: Call, req: Request, a_side: bool) -> Response:
+        """Hold/resume, codec change or session refresh: answered locally (media is anchored here)."""
+        session = call.a_sdp if a_side else call.b_sdp
+        leg = call.a_media if a_side else call.b_media
+        resp = make_response(req, 200)
+        resp.headers.add("Contact", self._contact(req.top_via.transport.lower()))
+        if req.body:
+            _, neg = session.answer(sdp.parse(req.body))
+            leg.configure(codec=neg.codec, payload_type=neg.payload_type,
+                          telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
+        last = session.last_sent
+        if last is not None and (req.body or req.method == "INVITE"):
+            resp.headers.add("Content-Type", "application/sdp")
+            resp.body = last.to_bytes()
+        if call.session_expires is not None:
+            resp.headers.add("Session-Expires", f"{int(call.session_expires)};refresher=uac")
+            now, _ = self.clock()
+            self._arm_session_timer(call, now)
+        return resp
+
+    def _arm_session_timer(self, call: Call, now: float) -> None:
+        interval = call.session_expires or 0
+        expire = now + interval - min(32, interval / 3)
+        call.session_deadline = expire
+        self._at(expire, partial(self._session_expired, call, expire))
+
+    def _session_expired(self, call: Call, deadline: float) -> None:
+        if call.state == CallState.ANSWERED and call.session_deadline == deadline:
+            log.info("call %s: session not refreshed; hanging up", call.call_id)
+            self._hangup(call, "system", send_a=True, send_b=True)
+
+    def _media_event(self, call: Call, event: MediaEvent) -> None:
+        if isinstance(event, RtpTimeout) and call.state == CallState.ANSWERED:
+            log.info("call %s: no RTP for %.0f s; hanging up", call.call_id, event.silent_for)
+            self._hangup(call, "system", send_a=True, send_b=True)
+            self.flush()
+
+    # ---- ending -------------------------------------------------------------------------
+    def _hangup(self, call: Call, side: str, *, send_a: bool, send_b: bool) -> None:
+        if call.state == CallState.ENDED:
+            return
+        call.hangup_side = side
+        if send_a and call.a_dialog is not None:
+            self._bye(call.a_dialog)
+        if send_b and call.b_dialog is not None:
+            self._bye(call.b_dialog)
+        call.disposition = "answered" if call.answer is not None else call.disposition
+        self._finish(call)
+
+    def _bye(self, dialog: Dialog) -> None:
+        t, host, port = self._via(dialog.peer.transport)
+        bye = dialog.new_request("BYE", branch=self.ids.branch(), via_host=host, via_port=port, transport=t)
+        self._send_request(bye, dialog.peer)
+
+    def _ack_b(self, call: Call, cseq: int) -> None:
+        assert call.b_dialog is not None
+        self._send_ack(call.b_dialog, cseq)
+
+    def _send_ack(self, dialog: Dialog, cseq: int) -> None:
+        t, host, port = self._via(dialog.peer.transport)
+        ack = dialog.ack_for_2xx(cseq, branch=self.ids.branch(), via_host=host, via_port=port, transport=t)
+        self.pending.append(self.stack.send_stateless(ack, dialog.peer))
+
+    def _start_recording(self, call: Call, wall: float) -> None:
+        rec = self.config.recording
+        if not rec.enabled or self.media.recorder is None:
+            return
+        rel = rec.path.format(
+            date=time.strftime("%Y-%m-%d", time.localtime(wall)), call_id=_safe(call.call_id), ext=rec.format,
+            caller=_safe(call.caller), callee=_safe(call.callee),
+        )  # fmt: skip
+        path = Path(rel) if Path(rel).is_absolute() else self.config.data_dir / rel
+        try:
+            call.recording = call.a_media.record(path, fmt=rec.format)
+            call.recording_path = str(path)
+        except Exception:
+            log.exception("call %s: cannot record", call.call_id)
+
+    def _release_media(self, call: Call) -> None:
+        self.media.release(call.a_media)
+        self.media.release(call.b_media)
+
+    def _finish(self, call: Call) -> None:
+        if call.state == CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        _, wall = self.clock()
+        call.end = wall
+        recording = call.recording
+        if recording is not None:
+            call.a_media.stop_recording()
+        self._release_media(call)
+        self.calls.pop(call.call_id, None)
+        self._by_b_call_id.pop(call.b_call_id, None)
+        for fork in call.forks:
+            self._by_txn.pop(id(fork.txn), None)
+        record = CallRecord(
+            call_id=call.call_id, caller=call.caller, callee=call.callee, route_target=call.route_target,
+            start=call.start, answer=call.answer, end=wall, disposition=Disposition(call.disposition),
+            sip_code=call.sip_code, hangup_side=HangupSide(call.hangup_side) if call.hangup_side else None,
+            recording_path=call.recording_path,
+        )  # fmt: skip
+        if self.cdr is not None:
+            try:
+                self.cdr.write(record)
+            except Exception:
+                log.exception("call %s: CDR not written", call.call_id)
+        if recording is not None and call.recording_path:
+            sidecar = {
+                "call_id": call.call_id, "caller": call.caller, "callee": call.callee, "start": call.start,
+                "answer": call.answer, "end": wall, "pauses": [list(p) for p in recording.pauses],
+                "recording": call.recording_path,
+            }  # fmt: skip
+            target = Path(call.recording_path).with_suffix(".json")
+            if self.executor is not None:
+                self.executor.submit(_write_json, target, sidecar)
+            else:
+                _write_json(target, sidecar)
+        log.info("call %s ended: %s (%s)", call.call_id, call.disposition, call.hangup_side)
+
+
+def _better_failure(current: int, new: int) -> int:
+    """Which fork failure the caller hears (RFC 3261 §16.7 step 6, simplified): 6xx, then 486, then lowest."""
+    if current == 0:
+        return new
+    for status in (current, new):
+        if status >= 600:
+            return status
+    if 486 in (current, new):
+        return 486
+    return min(current, new)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in text)[:120]
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
