@@ -32,8 +32,9 @@ from .media.engine import MediaEngine, RtpTimeout
 from .media.leg import Leg, MediaEvent
 from .sip import sdp
 from .sip.auth import DigestAuthenticator
-from .sip.dialog import Dialog, dialog_id_of_request, make_cancel, negotiate_session_timer
+from .sip.dialog import Dialog, DialogState, dialog_id_of_request, make_cancel, negotiate_session_timer
 from .sip.errors import SipError
+from .sip.headers import parse_name_addr
 from .sip.ids import IdGenerator
 from .sip.message import Headers, Request, Response, make_response
 from .sip.peer import Peer
@@ -68,6 +69,20 @@ class Fork:
     provisional: bool = False
     cancel_pending: bool = False
     done: bool = False
+    transfer: bool = False  # an INVITE to a REFER's target
+
+
+@dataclass(eq=False)
+class Transfer:
+    """A blind transfer in progress (RFC 3515): the callee referred the caller elsewhere."""
+
+    transferor: Dialog
+    number: str
+    media: Leg
+    sdp: sdp.LocalSession
+    call_id: str
+    tag: str
+    forks: list[Fork] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -105,6 +120,7 @@ class Call:
     a_ok: Response | None = None  # our 2xx to the caller, resent until the ACK
     session_expires: float | None = None
     session_deadline: float | None = None
+    transfer: Transfer | None = None
 
 
 class B2BUA:
@@ -265,8 +281,13 @@ class B2BUA:
             raise SipError(480, "Temporarily Unavailable (not registered)")
         return out
 
-    def _fork(self, call: Call, uri: str, peer: Peer, offer: bytes) -> None:
+    def _fork(
+        self, call: Call, uri: str, peer: Peer, offer: bytes, *, transfer: Transfer | None = None
+    ) -> None:
         a = call.a_invite
+        call_id = transfer.call_id if transfer else call.b_call_id
+        tag = transfer.tag if transfer else call.b_tag
+        callee = transfer.number if transfer else call.callee
         t, host, port = self._via(peer.transport)
         h = f"[{host}]" if ":" in host else host
         mf = a.max_forwards
@@ -274,9 +295,9 @@ class B2BUA:
             [
                 ("Via", f"SIP/2.0/{t.upper()} {h}:{port};branch={self.ids.branch()};rport"),
                 ("Max-Forwards", str(max(0, (mf if mf is not None else 70) - 1))),
-                ("From", f"<sip:{call.caller}@{self.config.domain}>;tag={call.b_tag}"),
-                ("To", f"<sip:{call.callee}@{self.config.domain}>"),
-                ("Call-ID", call.b_call_id),
+                ("From", f"<sip:{call.caller}@{self.config.domain}>;tag={tag}"),
+                ("To", f"<sip:{callee}@{self.config.domain}>"),
+                ("Call-ID", call_id),
                 ("CSeq", "1 INVITE"),
                 ("Contact", self._contact(peer.transport)),
                 ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO"),
@@ -284,8 +305,8 @@ class B2BUA:
             ]
         )
         invite = Request("INVITE", uri, headers, offer)
-        fork = Fork(invite, peer)
-        call.forks.append(fork)
+        fork = Fork(invite, peer, transfer=transfer is not None)
+        (transfer.forks if transfer else call.forks).append(fork)
         fork.txn = self._send_request(invite, peer)
         self._by_txn[id(fork.txn)] = (call, fork)
 
@@ -299,6 +320,9 @@ class B2BUA:
         if method != "INVITE":
             return
         status = resp.status
+        if fork.transfer:
+            self._transfer_response(call, fork, resp)
+            return
         if status < 200:
             self._provisional(call, fork, resp)
         elif status < 300:
@@ -454,8 +478,8 @@ class B2BUA:
         if call.state in (CallState.ROUTING, CallState.RINGING):
             for fork in call.forks:
                 self._cancel_fork(fork)
-            self._fail(call, 487)
             call.hangup_side = "caller"
+            self._fail(call, 487)
         return make_response(req, 200)
 
     def ack(self, req: Request) -> None:
@@ -476,14 +500,18 @@ class B2BUA:
         method = req.method
         if method == "BYE":
             resp = make_response(req, 200)
+            if not a_side and call.transfer is not None:
+                return resp  # a blind transferor leaves; the caller waits for the transfer target
             self._hangup(call, "caller" if a_side else "callee", send_a=not a_side, send_b=a_side)
             return resp
         if method in ("INVITE", "UPDATE"):
             return self._reinvite(call, req, a_side)
         if method in ("OPTIONS", "INFO"):
             return make_response(req, 200)
+        if method == "REFER":
+            return self._refer(call, req, a_side)
         raise SipError(
-            405, "Method Not Allowed", [("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")]
+            405, "Method Not Allowed", [("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER")]
         )
 
     def _reinvite(self, call: Call, req: Request, a_side: bool) -> Response:
@@ -505,6 +533,105 @@ class B2BUA:
             now, _ = self.clock()
             self._arm_session_timer(call, now)
         return resp
+
+    # ---- blind transfer (REFER) -------------------------------------------------------------
+    def _refer(self, call: Call, req: Request, a_side: bool) -> Response:
+        """The called party (an agent) transfers the caller to another extension (RFC 3515)."""
+        if a_side:
+            raise SipError(403, "Forbidden (only the called party can transfer)")
+        if call.state != CallState.ANSWERED or call.transfer is not None or call.b_dialog is None:
+            raise SipError(491, "Request Pending")
+        refer_to = req.headers.get("Refer-To")
+        if refer_to is None:
+            raise SipError(400, "Missing Refer-To")
+        target_uri = parse_name_addr(refer_to).uri
+        if not isinstance(target_uri, SipUri) or not target_uri.user:
+            raise SipError(400, "Bad Refer-To (a sip URI with a number is needed)")
+        number = target_uri.user
+        route = next((r for r in self.config.routes if r.matches(number)), None)
+        if route is None:
+            raise SipError(404, "Not Found (no route for the transfer target)")
+        _, wall = self.clock()
+        destinations = self._destinations(route.to, number, wall)
+        media = self.media.create_leg()
+        session = sdp.LocalSession(address=self.media.host, port=media.port, session_id=int(wall) + 2)
+        transfer = Transfer(
+            call.b_dialog, number, media, session, self.ids.call_id(self.media.host), self.ids.tag()
+        )
+        call.transfer = transfer
+        self._by_b_call_id[transfer.call_id] = call
+        media.on_event = partial(self._media_event, call)
+        offer = session.offer().to_bytes()
+        for uri, peer in destinations:
+            self._fork(call, uri, peer, offer, transfer=transfer)
+        self._notify(transfer, "SIP/2.0 100 Trying", final=False)
+        log.info("call %s: transfer to %s", call.call_id, number)
+        accepted = make_response(req, 202)
+        accepted.headers.add("Contact", self._contact(req.top_via.transport.lower()))
+        return accepted
+
+    def _notify(self, transfer: Transfer, frag: str, *, final: bool) -> None:
+        dialog = transfer.transferor
+        if dialog.state == DialogState.TERMINATED:
+            return
+        t, host, port = self._via(dialog.peer.transport)
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify = dialog.new_request(
+            "NOTIFY", body=(frag + "\r\n").encode(), content_type="message/sipfrag;version=2.0",
+            extra_headers=[("Event", "refer"), ("Subscription-State", state)],
+            branch=self.ids.branch(), via_host=host, via_port=port, transport=t,
+        )  # fmt: skip
+        self._send_request(notify, dialog.peer)
+
+    def _transfer_response(self, call: Call, fork: Fork, resp: Response) -> None:
+        transfer = call.transfer
+        if transfer is None or fork not in transfer.forks:
+            if 200 <= resp.status < 300:  # too late: ACK and hang up
+                late = Dialog.from_uac(fork.invite, resp, fork.peer)
+                self._send_ack(late, resp.cseq.seq)
+                self._bye(late)
+            return
+        status = resp.status
+        if status < 200:
+            fork.provisional = True
+            if fork.cancel_pending:
+                self._cancel_fork(fork)
+            elif status == 180:
+                self._notify(transfer, "SIP/2.0 180 Ringing", final=False)
+            return
+        fork.done = True
+        self._by_txn.pop(id(fork.txn), None)
+        if status >= 300:
+            if all(f.done for f in transfer.forks):
+                self._notify(transfer, f"SIP/2.0 {status} {resp.reason}", final=True)
+                self.media.release(transfer.media)
+                self._by_b_call_id.pop(transfer.call_id, None)
+                call.transfer = None
+            return
+        dialog = Dialog.from_uac(fork.invite, resp, fork.peer)
+        dialog.local_contact = self._contact(fork.peer.transport)
+        self._send_ack(dialog, resp.cseq.seq)
+        try:
+            neg = transfer.sdp.accept_answer(sdp.parse(resp.body))
+        except SipError:
+            self._bye(dialog)
+            return
+        for other in transfer.forks:
+            if other is not fork and not other.done:
+                self._cancel_fork(other)
+        transfer.media.configure(codec=neg.codec, payload_type=neg.payload_type,
+                                 telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
+        old_media, old_call_id = call.b_media, call.b_call_id
+        self.media.bridge(call.a_media, transfer.media)
+        self._notify(transfer, "SIP/2.0 200 OK", final=True)
+        if transfer.transferor.state != DialogState.TERMINATED:
+            self._bye(transfer.transferor)
+        self.media.release(old_media)
+        self._by_b_call_id.pop(old_call_id, None)
+        call.b_media, call.b_sdp, call.b_dialog = transfer.media, transfer.sdp, dialog
+        call.b_call_id, call.b_tag, call.b_invite = transfer.call_id, transfer.tag, fork.invite
+        call.transfer = None
+        log.info("call %s: transferred to %s", call.call_id, transfer.number)
 
     def _arm_session_timer(self, call: Call, now: float) -> None:
         interval = call.session_expires or 0
@@ -567,6 +694,12 @@ class B2BUA:
     def _release_media(self, call: Call) -> None:
         self.media.release(call.a_media)
         self.media.release(call.b_media)
+        if call.transfer is not None:
+            self.media.release(call.transfer.media)
+            for fork in call.transfer.forks:
+                if not fork.done:
+                    self._cancel_fork(fork)
+            self._by_b_call_id.pop(call.transfer.call_id, None)
 
     def _finish(self, call: Call) -> None:
         if call.state == CallState.ENDED:

@@ -39,8 +39,7 @@ from .sip.uri import SipUri
 log = logging.getLogger("softswitch.switch")
 
 SERVER_NAME = "softswitch/0.1"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
-ALLOWED_NOW = frozenset({"REGISTER", "OPTIONS", "ACK", "CANCEL"})
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, INFO, UPDATE"
 # Methods registered with IANA that the switch recognises: 405 when not served, 501 for the rest.
 KNOWN_METHODS = frozenset({
     "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "PRACK", "SUBSCRIBE",

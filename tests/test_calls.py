@@ -1,0 +1,377 @@
+"""The B2BUA driven with SIP bytes (fake SIP clock) and a real media engine on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from softswitch.calls import B2BUA
+from softswitch.cdr import CdrStore
+from softswitch.config import Config, load_config
+from softswitch.location import LocationStore
+from softswitch.media.engine import MediaEngine
+from softswitch.sip import sdp
+from softswitch.sip.ids import counter_ids
+from softswitch.sip.message import Request, Response, parse_message
+from softswitch.sip.peer import Peer
+from softswitch.switch import SwitchCore
+
+from .sipclient import Registration, response
+
+WALL = 1_800_000_000.0
+SWITCH = "127.0.0.1:5060"
+A = Peer("udp", "127.0.0.1", 6001)  # caller 1001
+B = Peer("udp", "127.0.0.1", 6002)  # callee 1002
+C = Peer("udp", "127.0.0.1", 6003)  # transfer target 1003
+
+
+def offer(port: int, direction: str = "sendrecv") -> bytes:
+    return (
+        "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na={direction}\r\n"
+    ).encode()
+
+
+class Net:
+    """The switch core plus what it sent, sorted by destination."""
+
+    def __init__(self, core: SwitchCore, calls: B2BUA) -> None:
+        self.core = core
+        self.calls = calls
+        self.now = 100.0
+        self.wall = WALL
+        self.sent: dict[Peer, list[bytes]] = {}
+
+    def deliver(self, data: bytes, src: Peer) -> None:
+        for t in self.core.receive(data, src, self.now, self.wall):
+            self.sent.setdefault(t.peer, []).append(t.data)
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+        self.wall += seconds
+        for t in self.core.handle_timer(self.now, self.wall):
+            self.sent.setdefault(t.peer, []).append(t.data)
+
+    def take(self, peer: Peer) -> list[Request | Response]:
+        msgs = [parse_message(d) for d in self.sent.pop(peer, [])]
+        return msgs
+
+    def requests(self, peer: Peer, method: str) -> list[Request]:
+        return [m for m in self.take(peer) if isinstance(m, Request) and m.method == method]
+
+
+def answer_to(req: Request, status: int, tag: str = "calleetag", body: bytes = b"") -> bytes:
+    lines = [f"SIP/2.0 {status} X"]
+    for name, value in req.headers:
+        if name in ("Via", "From", "Call-ID", "CSeq"):
+            lines.append(f"{name}: {value}")
+        elif name == "To":
+            lines.append(f"To: {value}" + ("" if status == 100 or ";tag=" in value else f";tag={tag}"))
+    lines.append("Contact: <sip:1002@127.0.0.1:6002>")
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Caller:
+    """1001's phone: INVITE with digest, ACK, BYE, CANCEL, re-INVITE."""
+
+    def __init__(self, net: Net, number: str = "1002", call_id: str = "call-1@a") -> None:
+        self.net = net
+        self.reg = Registration("1001", "pw1001", port=6001, server=SWITCH, call_id=call_id)
+        self.number = number
+        self.call_id = call_id
+        self.cseq = 0
+        self.to_tag: str | None = None
+        self.branch = 0
+        self.invite_branch = ""
+
+    def request(
+        self, method: str, body: bytes = b"", auth: str | None = None, cseq: int | None = None
+    ) -> bytes:
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        self.branch += 1
+        reuse = method == "CANCEL" or (
+            method == "ACK" and self.to_tag is None
+        )  # same transaction as the INVITE
+        branch = self.invite_branch if reuse else f"z9hG4bK{self.call_id}.{self.branch}"
+        if method == "INVITE" and self.to_tag is None:
+            self.invite_branch = branch
+        to = f"<sip:{self.number}@{SWITCH}>" + (f";tag={self.to_tag}" if self.to_tag else "")
+        lines = [
+            f"{method} sip:{self.number}@{SWITCH} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:6001;branch={branch};rport",
+            "Max-Forwards: 70",
+            "From: <sip:1001@hotline.example>;tag=callertag",
+            f"To: {to}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq} {method}",
+            "Contact: <sip:1001@127.0.0.1:6001>",
+        ]
+        if auth:
+            lines.append(f"Proxy-Authorization: {auth}")
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def invite(self) -> list[Request | Response]:
+        """INVITE, 407, ACK, INVITE with credentials; returns what the caller got (100 Trying, ...)."""
+        self.net.deliver(self.request("INVITE", offer(7000)), A)
+        (challenge,) = finals(self.net.take(A))
+        assert isinstance(challenge, Response) and challenge.status == 407
+        self.net.deliver(
+            self.request("ACK", cseq=self.cseq), A
+        )  # the ACK for the 407 (same branch in real life)
+        self.net.sent.pop(A, None)
+        value = challenge.headers.get("Proxy-Authenticate") or ""
+        import re
+
+        nonce = re.search(r'nonce="([^"]+)"', value).group(1)  # type: ignore[union-attr]
+        from softswitch.sip.auth import Algorithm, compute_ha1, digest_response
+
+        uri = f"sip:{self.number}@{SWITCH}"
+        ha1 = compute_ha1("1001", "hotline.example", "pw1001", Algorithm.MD5)
+        resp = digest_response(
+            ha1, "INVITE", uri, nonce, Algorithm.MD5, qop="auth", nc="00000001", cnonce="c1"
+        )
+        auth = (
+            f'Digest username="1001", realm="hotline.example", nonce="{nonce}", uri="{uri}", '
+            f'response="{resp}", algorithm=MD5, qop=auth, nc=00000001, cnonce="c1"'
+        )
+        self.net.deliver(self.request("INVITE", offer(7000), auth=auth), A)
+        got = self.net.take(A)
+        assert isinstance(got[0], Response) and got[0].status == 100
+        return got
+
+
+def finals(msgs: list[Request | Response]) -> list[Response]:
+    return [m for m in msgs if isinstance(m, Response) and m.status >= 200]
+
+
+def make_config(tmp_path: Path, extra: str = "") -> Config:
+    (tmp_path / "switch.toml").write_text(
+        f"""
+[switch]
+domain = "hotline.example"
+listen = ["udp://127.0.0.1:5060"]
+rtp_ports = [43000, 43999]
+data_dir = "var"
+max_calls = 3
+[accounts.1001]
+password = "pw1001"
+[accounts.1002]
+password = "pw1002"
+[accounts.1003]
+password = "pw1003"
+[[routes]]
+match = "^[0-9]{{4}}$"
+to = "extension"
+[[routes]]
+match = "95565"
+to = "ivr:hotline"
+[recording]
+enabled = false
+[calls]
+ring_timeout_s = 30
+{extra}
+"""
+    )
+    return load_config(tmp_path / "switch.toml")
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[Net]:
+    config = make_config(tmp_path)
+    store = LocationStore(None)
+    core = SwitchCore(config, store, ids=counter_ids("t"), secret=b"k" * 32, local_hosts=["127.0.0.1"])
+    media = MediaEngine(host="127.0.0.1", ports=config.rtp_ports, capacity=32)
+    media.start()
+    cdr = CdrStore(config.data_dir / "cdr.sqlite")
+    holder: list[Net] = []
+    calls = B2BUA(
+        config, core.stack, core.ids, store, core.auth, media, cdr,
+        local={"udp": ("127.0.0.1", 5060)}, clock=lambda: (holder[0].now, holder[0].wall),
+    )  # fmt: skip
+    core.enable_calls(calls)
+    n = Net(core, calls)
+    holder.append(n)
+    for user, port in (("1002", 6002), ("1003", 6003)):
+        phone = Registration(user, f"pw{user}", port=port, server=SWITCH, call_id=f"reg-{user}")
+        n.deliver(phone.request(), Peer("udp", "127.0.0.1", port))
+        (challenge,) = n.take(Peer("udp", "127.0.0.1", port))
+        assert isinstance(challenge, Response)
+        n.deliver(phone.request(authorization=phone.answer(challenge)), Peer("udp", "127.0.0.1", port))
+        (ok,) = n.take(Peer("udp", "127.0.0.1", port))
+        assert isinstance(ok, Response) and ok.status == 200
+    yield n
+    media.stop()
+    cdr.close()
+
+
+def cdrs(n: Net) -> list[tuple[str, int | None, str | None]]:
+    assert n.calls.cdr is not None
+    return [
+        (str(r.disposition), r.sip_code, str(r.hangup_side) if r.hangup_side else None)
+        for r in n.calls.cdr.query()
+    ]
+
+
+def ring_and_answer(n: Net, caller: Caller) -> Request:
+    caller.invite()
+    (inv,) = n.requests(B, "INVITE")
+    assert inv.request_uri.user == "1002"  # type: ignore[union-attr]
+    n.deliver(answer_to(inv, 100), B)
+    n.deliver(answer_to(inv, 180), B)
+    (ringing,) = n.take(A)
+    assert isinstance(ringing, Response) and ringing.status == 180
+    n.tick(2.0)
+    n.deliver(answer_to(inv, 200, body=offer(7100)), B)
+    (ack,) = n.requests(B, "ACK")
+    assert ack.cseq.seq == 1
+    (ok,) = [m for m in n.take(A) if isinstance(m, Response)]
+    assert ok.status == 200
+    answer = sdp.parse(ok.body)
+    assert answer.media[0].port == n.calls.calls[caller.call_id].a_media.port
+    caller.to_tag = ok.to.tag
+    n.deliver(caller.request("ACK", cseq=caller.cseq), A)
+    return inv
+
+
+async def test_unauthenticated_invite_is_challenged_and_makes_no_call(net: Net) -> None:
+    caller = Caller(net)
+    net.deliver(caller.request("INVITE", offer(7000)), A)
+    (resp,) = finals(net.take(A))
+    assert resp.status == 407
+    assert resp.headers.get("Proxy-Authenticate")
+    assert net.calls.calls == {} and cdrs(net) == []
+
+
+async def test_call_answered_relayed_and_hung_up_by_caller(net: Net) -> None:
+    caller = Caller(net)
+    ring_and_answer(net, caller)
+    call = net.calls.calls[caller.call_id]
+    assert call.a_media.peer is call.b_media  # media bridged through the engine
+    net.tick(5.0)
+    net.deliver(caller.request("BYE"), A)
+    (ok,) = net.take(A)
+    assert isinstance(ok, Response) and ok.status == 200
+    (bye,) = net.requests(B, "BYE")
+    assert bye.call_id == call.b_call_id
+    assert cdrs(net) == [("answered", None, "caller")]
+    (record,) = net.calls.cdr.query()  # type: ignore[union-attr]
+    assert record.duration == pytest.approx(7.0) and record.billable == pytest.approx(5.0)
+    assert net.calls.media.legs == {}  # ports released
+
+
+async def test_callee_hangs_up(net: Net) -> None:
+    caller = Caller(net)
+    inv = ring_and_answer(net, caller)
+    bye = (
+        f"BYE sip:switch@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6002;branch=z9hG4bKbye1\r\n"
+        f"Max-Forwards: 70\r\nFrom: {inv.headers.get('To')};tag=calleetag\r\nTo: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    net.deliver(bye, B)
+    assert [m.status for m in net.take(B) if isinstance(m, Response)] == [200]
+    assert len(net.requests(A, "BYE")) == 1
+    assert cdrs(net) == [("answered", None, "callee")]
+
+
+async def test_busy_is_propagated(net: Net) -> None:
+    caller = Caller(net)
+    caller.invite()
+    (inv,) = net.requests(B, "INVITE")
+    net.deliver(answer_to(inv, 486), B)
+    assert [m.status for m in net.take(A) if isinstance(m, Response)] == [486]
+    assert cdrs(net) == [("busy", 486, None)]
+
+
+async def test_cancel_before_answer(net: Net) -> None:
+    caller = Caller(net)
+    caller.invite()
+    (inv,) = net.requests(B, "INVITE")
+    net.deliver(answer_to(inv, 180), B)
+    net.take(A)
+    net.deliver(caller.request("CANCEL", cseq=caller.cseq), A)
+    statuses = sorted(m.status for m in net.take(A) if isinstance(m, Response))
+    assert statuses == [200, 487]
+    (cancel,) = net.requests(B, "CANCEL")
+    assert cancel.cseq.seq == inv.cseq.seq
+    assert cdrs(net) == [("cancelled", 487, "caller")]
+
+
+async def test_no_answer_times_out(net: Net) -> None:
+    caller = Caller(net)
+    caller.invite()
+    (inv,) = net.requests(B, "INVITE")
+    net.deliver(answer_to(inv, 180), B)
+    net.take(A)
+    net.tick(31.0)
+    assert [m.status for m in net.take(A) if isinstance(m, Response)] == [480]
+    assert len(net.requests(B, "CANCEL")) == 1
+    assert cdrs(net) == [("no-answer", 480, None)]
+
+
+async def test_unregistered_unknown_and_not_yet_routable_targets(net: Net) -> None:
+    for number, status in (("1001", 480), ("4444", 404), ("95565", 501)):
+        caller = Caller(net, number=number, call_id=f"c-{number}")
+        assert [m.status for m in finals(caller.invite())] == [status], number
+    assert net.calls.calls == {}
+
+
+async def test_admission_limit_gives_503(net: Net) -> None:
+    for i in range(3):
+        Caller(net, call_id=f"busy-{i}").invite()
+    net.sent.clear()
+    (resp,) = finals(Caller(net, call_id="one-too-many").invite())
+    assert resp.status == 503 and resp.headers.get("Retry-After")
+
+
+async def test_hold_and_resume_by_reinvite(net: Net) -> None:
+    caller = Caller(net)
+    ring_and_answer(net, caller)
+    net.deliver(caller.request("INVITE", offer(7000, "sendonly")), A)
+    (ok,) = [m for m in net.take(A) if isinstance(m, Response) and m.status == 200]
+    assert sdp.parse(ok.body).media[0].direction == sdp.Direction.RECVONLY
+    net.deliver(caller.request("ACK", cseq=caller.cseq), A)
+    net.deliver(caller.request("INVITE", offer(7000, "sendrecv")), A)
+    (ok,) = [m for m in net.take(A) if isinstance(m, Response) and m.status == 200]
+    assert sdp.parse(ok.body).media[0].direction == sdp.Direction.SENDRECV
+
+
+async def test_blind_transfer_by_refer(net: Net) -> None:
+    caller = Caller(net)
+    inv = ring_and_answer(net, caller)
+    refer = (
+        f"REFER sip:switch@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6002;branch=z9hG4bKref1\r\n"
+        f"Max-Forwards: 70\r\nFrom: {inv.headers.get('To')};tag=calleetag\r\nTo: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\nCSeq: 2 REFER\r\nContact: <sip:1002@127.0.0.1:6002>\r\n"
+        f"Refer-To: <sip:1003@hotline.example>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    net.deliver(refer, B)
+    msgs = net.take(B)
+    assert [m.status for m in msgs if isinstance(m, Response)] == [202]
+    notify = [m for m in msgs if isinstance(m, Request) and m.method == "NOTIFY"]
+    assert notify and notify[0].body.startswith(b"SIP/2.0 100")
+    (inv_c,) = net.requests(C, "INVITE")
+    net.deliver(answer_to(inv_c, 100, tag="ctag"), C)
+    net.deliver(answer_to(inv_c, 200, tag="ctag", body=offer(7200)), C)
+    assert len(net.requests(C, "ACK")) == 1
+    to_b = net.take(B)
+    finals = [m for m in to_b if isinstance(m, Request) and m.method == "NOTIFY"]
+    assert finals[-1].body.startswith(b"SIP/2.0 200")
+    assert "terminated" in (finals[-1].headers.get("Subscription-State") or "")
+    assert any(isinstance(m, Request) and m.method == "BYE" for m in to_b)
+    call = net.calls.calls[caller.call_id]
+    assert call.a_media.peer is call.b_media and call.b_dialog is not None
+    assert call.b_dialog.call_id == inv_c.call_id
+    net.deliver(caller.request("BYE"), A)
+    assert len(net.requests(C, "BYE")) == 1
+    assert cdrs(net) == [("answered", None, "caller")]
