@@ -18,7 +18,7 @@ from softswitch.sip.message import Request, Response, parse_message
 from softswitch.sip.peer import Peer
 from softswitch.switch import SwitchCore
 
-from .sipclient import Registration, response
+from .sipclient import Registration
 
 WALL = 1_800_000_000.0
 SWITCH = "127.0.0.1:5060"
