@@ -32,7 +32,14 @@ from .media.engine import MediaEngine, RtpTimeout
 from .media.leg import Leg, MediaEvent
 from .sip import sdp
 from .sip.auth import DigestAuthenticator
-from .sip.dialog import Dialog, DialogState, dialog_id_of_request, make_cancel, negotiate_session_timer
+from .sip.dialog import (
+    Dialog,
+    DialogState,
+    SessionTimer,
+    dialog_id_of_request,
+    make_cancel,
+    negotiate_session_timer,
+)
 from .sip.errors import SipError
 from .sip.headers import parse_name_addr
 from .sip.ids import IdGenerator
@@ -118,8 +125,9 @@ class Call:
     recording_path: str | None = None
     best_failure: int = 0
     a_ok: Response | None = None  # our 2xx to the caller, resent until the ACK
-    session_expires: float | None = None
+    session_timer: SessionTimer | None = None
     session_deadline: float | None = None
+    early_media: bool = False
     transfer: Transfer | None = None
 
 
@@ -235,8 +243,7 @@ class B2BUA:
             raise
         a_media.configure(codec=neg.codec, payload_type=neg.payload_type,
                           telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
-        if timer is not None:
-            call.session_expires = timer.interval
+        call.session_timer = timer
         self.calls[call.call_id] = call
         self._by_b_call_id[call.b_call_id] = call
         self.stats["calls"] += 1
@@ -349,11 +356,33 @@ class B2BUA:
         if fork.cancel_pending or call.state in (CallState.ANSWERED, CallState.ENDED):
             self._cancel_fork(fork)
             return
-        if resp.status in (180, 183) and call.state == CallState.ROUTING:
+        if resp.status == 183 and resp.body and not call.early_media:
+            self._early_media(call, resp)
+        elif resp.status in (180, 183) and call.state == CallState.ROUTING:
             call.state = CallState.RINGING
             ring = make_response(call.a_invite, 180, to_tag=call.a_tag)
             ring.headers.add("Contact", self._contact(call.a_peer.transport))
             self._respond(call.a_txn, ring)
+
+    def _early_media(self, call: Call, resp: Response) -> None:
+        """183 with SDP: bridge now so the caller hears the callee's tones or announcements."""
+        try:
+            neg = call.b_sdp.accept_answer(sdp.parse(resp.body))
+        except SipError as e:
+            log.info("call %s: unusable early media SDP: %s", call.call_id, e.reason)
+            return
+        call.b_media.configure(codec=neg.codec, payload_type=neg.payload_type,
+                               telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
+        self.media.bridge(call.a_media, call.b_media)
+        call.early_media = True
+        call.state = CallState.RINGING
+        progress = make_response(call.a_invite, 183, to_tag=call.a_tag)
+        progress.headers.add("Contact", self._contact(call.a_peer.transport))
+        progress.headers.add("Content-Type", "application/sdp")
+        last = call.a_sdp.last_sent
+        assert last is not None
+        progress.body = last.to_bytes()
+        self._respond(call.a_txn, progress)
 
     def _answered(self, call: Call, fork: Fork, resp: Response) -> None:
         fork.done = True
@@ -389,9 +418,9 @@ class B2BUA:
         ok = make_response(call.a_invite, 200, to_tag=call.a_tag)
         ok.headers.add("Contact", self._contact(call.a_peer.transport))
         ok.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE")
-        if call.session_expires is not None:
-            ok.headers.add("Session-Expires", f"{int(call.session_expires)};refresher=uac")
-            ok.headers.add("Require", "timer")
+        if call.session_timer is not None:
+            for name, value in call.session_timer.response_headers():
+                ok.headers.add(name, value)
         ok.headers.add("Content-Type", "application/sdp")
         last = call.a_sdp.last_sent
         assert last is not None
@@ -402,7 +431,7 @@ class B2BUA:
         self._respond(call.a_txn, ok)
         if not call.a_peer.reliable:
             self._at(now + T1, partial(self._resend_ok, call, ok, T1, now))
-        if call.session_expires is not None:
+        if call.session_timer is not None:
             self._arm_session_timer(call, now)
         self._start_recording(call, wall)
         log.info("call %s answered", call.call_id)
@@ -528,8 +557,9 @@ class B2BUA:
         if last is not None and (req.body or req.method == "INVITE"):
             resp.headers.add("Content-Type", "application/sdp")
             resp.body = last.to_bytes()
-        if call.session_expires is not None:
-            resp.headers.add("Session-Expires", f"{int(call.session_expires)};refresher=uac")
+        if call.session_timer is not None and a_side:
+            for name, value in call.session_timer.response_headers():
+                resp.headers.add(name, value)
             now, _ = self.clock()
             self._arm_session_timer(call, now)
         return resp
@@ -634,10 +664,28 @@ class B2BUA:
         log.info("call %s: transferred to %s", call.call_id, transfer.number)
 
     def _arm_session_timer(self, call: Call, now: float) -> None:
-        interval = call.session_expires or 0
-        expire = now + interval - min(32, interval / 3)
-        call.session_deadline = expire
-        self._at(expire, partial(self._session_expired, call, expire))
+        """RFC 4028: we refresh at half the interval, or expect the caller to and BYE if it does not."""
+        timer = call.session_timer
+        assert timer is not None
+        if timer.we_refresh(uas=True):
+            self._at(now + timer.refresh_after, partial(self._refresh_session, call))
+        else:
+            expire = now + timer.expire_after
+            call.session_deadline = expire
+            self._at(expire, partial(self._session_expired, call, expire))
+
+    def _refresh_session(self, call: Call) -> None:
+        if call.state != CallState.ANSWERED or call.a_dialog is None or call.session_timer is None:
+            return
+        dialog = call.a_dialog
+        t, host, port = self._via(dialog.peer.transport)
+        update = dialog.new_request(
+            "UPDATE", extra_headers=call.session_timer.response_headers()[:1],
+            branch=self.ids.branch(), via_host=host, via_port=port, transport=t,
+        )  # fmt: skip
+        self._send_request(update, dialog.peer)
+        now, _ = self.clock()
+        self._at(now + call.session_timer.refresh_after, partial(self._refresh_session, call))
 
     def _session_expired(self, call: Call, deadline: float) -> None:
         if call.state == CallState.ANSWERED and call.session_deadline == deadline:

@@ -14,7 +14,7 @@ def _checksum(data: bytes) -> int:
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return int(~total & 0xFFFF)
 
 
 def write_pcap(path: Path, packets: list[tuple[float, bytes]], src: int = 6000, dst: int = 6000) -> None:

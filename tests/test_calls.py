@@ -89,6 +89,7 @@ class Caller:
         self.to_tag: str | None = None
         self.branch = 0
         self.invite_branch = ""
+        self.invite_extra: list[str] = []
 
     def request(
         self, method: str, body: bytes = b"", auth: str | None = None, cseq: int | None = None
@@ -116,6 +117,8 @@ class Caller:
         ]
         if auth:
             lines.append(f"Proxy-Authorization: {auth}")
+        if method == "INVITE":
+            lines += self.invite_extra
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
@@ -202,17 +205,21 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
     core.enable_calls(calls)
     n = Net(core, calls)
     holder.append(n)
-    for user, port in (("1002", 6002), ("1003", 6003)):
-        phone = Registration(user, f"pw{user}", port=port, server=SWITCH, call_id=f"reg-{user}")
-        n.deliver(phone.request(), Peer("udp", "127.0.0.1", port))
-        (challenge,) = n.take(Peer("udp", "127.0.0.1", port))
-        assert isinstance(challenge, Response)
-        n.deliver(phone.request(authorization=phone.answer(challenge)), Peer("udp", "127.0.0.1", port))
-        (ok,) = n.take(Peer("udp", "127.0.0.1", port))
-        assert isinstance(ok, Response) and ok.status == 200
+    register(n, "1002", 6002)
+    register(n, "1003", 6003)
     yield n
     media.stop()
     cdr.close()
+
+
+def register(n: Net, user: str, port: int) -> None:
+    phone = Registration(user, f"pw{user}", port=port, server=SWITCH, call_id=f"reg-{user}")
+    n.deliver(phone.request(), Peer("udp", "127.0.0.1", port))
+    (challenge,) = n.take(Peer("udp", "127.0.0.1", port))
+    assert isinstance(challenge, Response)
+    n.deliver(phone.request(authorization=phone.answer(challenge)), Peer("udp", "127.0.0.1", port))
+    (ok,) = n.take(Peer("udp", "127.0.0.1", port))
+    assert isinstance(ok, Response) and ok.status == 200
 
 
 def cdrs(n: Net) -> list[tuple[str, int | None, str | None]]:
@@ -375,3 +382,76 @@ async def test_blind_transfer_by_refer(net: Net) -> None:
     net.deliver(caller.request("BYE"), A)
     assert len(net.requests(C, "BYE")) == 1
     assert cdrs(net) == [("answered", None, "caller")]
+
+
+async def test_early_media_183_is_bridged_before_answer(net: Net) -> None:
+    caller = Caller(net)
+    caller.invite()
+    (inv,) = net.requests(B, "INVITE")
+    net.deliver(answer_to(inv, 183, body=offer(7100)), B)
+    (progress,) = net.take(A)
+    assert isinstance(progress, Response) and progress.status == 183
+    assert sdp.parse(progress.body).media[0].port == net.calls.calls[caller.call_id].a_media.port
+    call = net.calls.calls[caller.call_id]
+    assert call.a_media.peer is call.b_media
+
+
+async def test_session_timer_honoured_and_expiry_hangs_up(net: Net) -> None:
+    caller = Caller(net)
+    caller.invite_extra = ["Supported: timer", "Session-Expires: 120;refresher=uac"]
+    ring_and_answer(net, caller)
+    call = net.calls.calls[caller.call_id]
+    assert call.session_timer is not None and call.session_timer.interval == 120
+    net.tick(60.0)  # a refresh re-INVITE from the caller resets the clock
+    net.deliver(caller.request("INVITE", offer(7000)), A)
+    ok = [m for m in net.take(A) if isinstance(m, Response) and m.status == 200]
+    assert ok and (ok[0].headers.get("Session-Expires") or "").startswith("120")
+    net.deliver(caller.request("ACK", cseq=caller.cseq), A)
+    net.tick(60.0)
+    assert call.call_id in net.calls.calls
+    net.tick(40.0)  # no refresh within 120 - 32 s: BYE both ways
+    assert len(net.requests(A, "BYE")) == 1 and len(net.requests(B, "BYE")) == 1
+    assert cdrs(net) == [("answered", None, "system")]
+
+
+async def test_rtp_timeout_hangs_up_both_sides(net: Net) -> None:
+    import asyncio
+
+    net.calls.media.rtp_timeout_s = 0.4
+    caller = Caller(net)
+    ring_and_answer(net, caller)
+    await asyncio.sleep(1.5)  # the engine checks once a second; no RTP arrives at all
+    net.tick(0.0)
+    assert len(net.requests(A, "BYE")) == 1 and len(net.requests(B, "BYE")) == 1
+    assert cdrs(net) == [("answered", None, "system")]
+
+
+async def test_trunk_calls_in_by_address_and_out_by_route(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        '[trunks.pstn]\naddress = "127.0.0.1:6009"\n[[routes]]\nmatch = "^9[0-9]+$"\nto = "trunk:pstn"\n',
+    )
+    store = LocationStore(None)
+    core = SwitchCore(config, store, ids=counter_ids("t"), secret=b"k" * 32, local_hosts=["127.0.0.1"])
+    media = MediaEngine(host="127.0.0.1", ports=config.rtp_ports, capacity=8)
+    media.start()
+    clock = [100.0, WALL]
+    calls = B2BUA(config, core.stack, core.ids, store, core.auth, media, None,
+                  local={"udp": ("127.0.0.1", 5060)}, clock=lambda: (clock[0], clock[1]))  # fmt: skip
+    core.enable_calls(calls)
+    n = Net(core, calls)
+    register(n, "1003", 6003)
+    trunk = Peer("udp", "127.0.0.1", 6009)
+    # a call from the trunk needs no credentials: it is admitted by its source address
+    caller = Caller(n, number="1003", call_id="from-pstn")
+    n.deliver(caller.request("INVITE", offer(7000)).replace(b"127.0.0.1:6001", b"127.0.0.1:6009"), trunk)
+    got = n.take(trunk)
+    assert [m.status for m in got if isinstance(m, Response)] == [100]
+    assert n.calls.calls["from-pstn"].caller == "1001"
+    assert n.calls.calls["from-pstn"].route_target == "extension"
+    # a number routed to the trunk is sent there
+    out = Caller(n, number="95551234", call_id="to-pstn")
+    out.invite()
+    (inv,) = n.requests(trunk, "INVITE")
+    assert inv.uri == "sip:95551234@127.0.0.1:6009"
+    media.stop()
