@@ -12,13 +12,14 @@ the ``flush`` callback.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import heapq
 import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
@@ -52,8 +53,11 @@ from .sip.uri import SipUri, parse_uri
 if TYPE_CHECKING:
     from .media.recorder import Recording
 
+App = Callable[["CallSession"], Awaitable[None]]
+
 log = logging.getLogger("softswitch.calls")
 
+APP_KINDS = ("ivr", "queue", "voicemail")
 T1 = 0.5
 T2 = 4.0
 FAILURE_MAP = {486: 486, 600: 486, 603: 603, 404: 404, 408: 408, 480: 480, 487: 487, 488: 488}
@@ -105,9 +109,9 @@ class Call:
     a_peer: Peer
     a_tag: str
     a_media: Leg
-    b_media: Leg
+    b_media: Leg | None
     a_sdp: sdp.LocalSession
-    b_sdp: sdp.LocalSession
+    b_sdp: sdp.LocalSession | None
     start: float
     b_call_id: str
     b_tag: str
@@ -129,6 +133,9 @@ class Call:
     session_deadline: float | None = None
     early_media: bool = False
     transfer: Transfer | None = None
+    app_task: asyncio.Task[None] | None = None
+    connect_waiter: asyncio.Future[bool] | None = None  # an application's connect() in progress
+    ring_deadline: float = 0.0
 
 
 class B2BUA:
@@ -166,6 +173,8 @@ class B2BUA:
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "rejected_busy": 0}
+        # applications that answer calls themselves, by route kind: "ivr", "queue", "voicemail"
+        self.apps: dict[str, App] = {}
 
     # ---- plumbing -----------------------------------------------------------
     def _out(self, events: list[Any]) -> None:
@@ -214,7 +223,9 @@ class B2BUA:
         if len(self.calls) >= self.config.max_calls:
             self.stats["rejected_busy"] += 1
             raise SipError(503, "Service Unavailable (call limit)", [("Retry-After", "5")])
-        destinations = self._destinations(target, number, wall)
+        kind, _, app_name = target.partition(":")
+        app = self.apps.get(kind) if kind in APP_KINDS else None
+        destinations = [] if app is not None else self._destinations(target, number, wall)
         if (req.headers.get("Content-Type") or "").split(";")[
             0
         ].strip().lower() != "application/sdp" or not req.body:
@@ -222,15 +233,17 @@ class B2BUA:
         offer = sdp.parse(req.body)
         timer = negotiate_session_timer(req)
         a_media = self.media.create_leg()
-        try:
-            b_media = self.media.create_leg()
-        except Exception:
-            self.media.release(a_media)
-            raise
+        b_media: Leg | None = None
+        if app is None:
+            try:
+                b_media = self.media.create_leg()
+            except Exception:
+                self.media.release(a_media)
+                raise
         host = self.media.host
         sid = int(wall)
         a_sdp = sdp.LocalSession(address=host, port=a_media.port, session_id=sid)
-        b_sdp = sdp.LocalSession(address=host, port=b_media.port, session_id=sid + 1)
+        b_sdp = sdp.LocalSession(address=host, port=b_media.port, session_id=sid + 1) if b_media else None
         call = Call(
             call_id=req.call_id, caller=caller, callee=number, route_target=target, a_invite=req, a_txn=txn,
             a_peer=txn.peer, a_tag=self.ids.tag(), a_media=a_media, b_media=b_media, a_sdp=a_sdp, b_sdp=b_sdp,
@@ -247,15 +260,64 @@ class B2BUA:
         self.calls[call.call_id] = call
         self._by_b_call_id[call.b_call_id] = call
         self.stats["calls"] += 1
-        a_media.on_event = lambda ev, c=call: self._media_event(c, ev)
-        b_media.on_event = lambda ev, c=call: self._media_event(c, ev)
+        a_media.on_event = partial(self._media_event, call)
+        if app is not None:
+            session = CallSession(self, call, app_name)
+            call.app_task = asyncio.get_running_loop().create_task(self._run_app(call, app, session))
+            log.info("call %s: %s -> %s (%s)", call.call_id, caller, number, target)
+            return
+        assert b_media is not None and b_sdp is not None
+        b_media.on_event = partial(self._media_event, call)
         b_offer = b_sdp.offer().to_bytes()
         for uri, peer in destinations:
             self._fork(call, uri, peer, b_offer)
-        self._at(now + self.config.ring_timeout_s, partial(self._ring_timeout, call))
+        call.ring_deadline = now + self.config.ring_timeout_s
+        self._at(call.ring_deadline, partial(self._ring_timeout, call, call.ring_deadline))
         log.info(
             "call %s: %s -> %s (%s, %d contacts)", call.call_id, caller, number, target, len(destinations)
         )
+
+    async def _run_app(self, call: Call, app: App, session: CallSession) -> None:
+        try:
+            await app(session)
+        except asyncio.CancelledError:
+            pass  # the caller hung up
+        except Exception:
+            log.exception("call %s: application failed", call.call_id)
+        finally:
+            if call.state != CallState.ENDED and call.b_dialog is None:
+                session.hangup()  # the application returned without connecting the caller anywhere
+
+    def connect(self, call: Call, number: str) -> asyncio.Future[bool]:
+        """Ring ``number`` (dial plan) for an answered application call and bridge the caller on answer."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        if call.state == CallState.ENDED or call.b_dialog is not None or call.forks:
+            waiter.set_result(False)
+            return waiter
+        route = next((r for r in self.config.routes if r.matches(number)), None)
+        now, wall = self.clock()
+        try:
+            if route is None:
+                raise SipError(404, "Not Found")
+            destinations = self._destinations(route.to, number, wall)
+        except SipError as e:
+            log.info("call %s: cannot connect to %s: %s", call.call_id, number, e.reason)
+            waiter.set_result(False)
+            return waiter
+        call.b_media = self.media.create_leg()
+        call.b_media.on_event = partial(self._media_event, call)
+        call.b_sdp = sdp.LocalSession(
+            address=self.media.host, port=call.b_media.port, session_id=int(wall) + 1
+        )
+        call.callee, call.route_target, call.connect_waiter = number, route.to if route else "", waiter
+        offer = call.b_sdp.offer().to_bytes()
+        for uri, peer in destinations:
+            self._fork(call, uri, peer, offer)
+        call.ring_deadline = now + self.config.ring_timeout_s
+        self._at(call.ring_deadline, partial(self._ring_timeout, call, call.ring_deadline))
+        self.flush()
+        return waiter
 
     def _destinations(self, target: str, number: str, wall: float) -> list[tuple[str, Peer]]:
         if target.startswith("trunk:"):
@@ -366,6 +428,7 @@ class B2BUA:
 
     def _early_media(self, call: Call, resp: Response) -> None:
         """183 with SDP: bridge now so the caller hears the callee's tones or announcements."""
+        assert call.b_sdp is not None and call.b_media is not None
         try:
             neg = call.b_sdp.accept_answer(sdp.parse(resp.body))
         except SipError as e:
@@ -386,7 +449,7 @@ class B2BUA:
 
     def _answered(self, call: Call, fork: Fork, resp: Response) -> None:
         fork.done = True
-        if call.state in (CallState.ANSWERED, CallState.ENDED):
+        if call.state == CallState.ENDED or call.b_dialog is not None:
             # a second fork answered (or the caller gave up): ACK and hang it up
             late = Dialog.from_uac(fork.invite, resp, fork.peer)
             late.local_contact = self._contact(fork.peer.transport)
@@ -398,12 +461,14 @@ class B2BUA:
         call.b_dialog = b_dialog
         call.b_invite = fork.invite
         self._ack_b(call, resp.cseq.seq)
+        assert call.b_sdp is not None and call.b_media is not None
         try:
             neg = call.b_sdp.accept_answer(sdp.parse(resp.body))
         except SipError as e:
             log.warning("call %s: callee's answer unusable: %s", call.call_id, e.reason)
             self._bye(b_dialog)
-            self._fail(call, 488)
+            call.b_dialog = None
+            self._fork_failed(call, fork, 488)
             return
         call.b_media.configure(codec=neg.codec, payload_type=neg.payload_type,
                                telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
@@ -411,6 +476,14 @@ class B2BUA:
             if other is not fork and not other.done:
                 self._cancel_fork(other)
         self.media.bridge(call.a_media, call.b_media)
+        if call.connect_waiter is not None and not call.connect_waiter.done():
+            call.connect_waiter.set_result(True)
+        if call.answer is None:
+            self.answer_caller(call)
+        log.info("call %s connected to %s", call.call_id, call.callee)
+
+    def answer_caller(self, call: Call) -> None:
+        """Send our 2xx to the caller (resent until the ACK) and start the answered-call duties."""
         now, wall = self.clock()
         call.state = CallState.ANSWERED
         call.answer = wall
@@ -434,7 +507,6 @@ class B2BUA:
         if call.session_timer is not None:
             self._arm_session_timer(call, now)
         self._start_recording(call, wall)
-        log.info("call %s answered", call.call_id)
 
     def _resend_ok(self, call: Call, ok: Response, interval: float, started: float) -> None:
         """§13.3.1.4: resend our 2xx, T1 doubling to T2, until the ACK comes or 64*T1 pass."""
@@ -453,9 +525,13 @@ class B2BUA:
     def _fork_failed(self, call: Call, fork: Fork, status: int) -> None:
         fork.done = True
         self._by_txn.pop(id(fork.txn), None)
-        if call.state in (CallState.ANSWERED, CallState.ENDED):
+        if call.state == CallState.ENDED or call.b_dialog is not None:
             return
         call.best_failure = _better_failure(call.best_failure, status)
+        if call.answer is not None:  # an application's connect() failed; the caller stays with the app
+            if all(f.done for f in call.forks):
+                self._connect_failed(call)
+            return
         if all(f.done for f in call.forks):
             self._fail(
                 call,
@@ -476,7 +552,23 @@ class B2BUA:
         self.stats["failed"] += 1
         self._finish(call)
 
-    def _ring_timeout(self, call: Call) -> None:
+    def _connect_failed(self, call: Call) -> None:
+        if call.b_media is not None:
+            self.media.release(call.b_media)
+        call.b_media = call.b_sdp = None
+        call.forks.clear()
+        if call.connect_waiter is not None and not call.connect_waiter.done():
+            call.connect_waiter.set_result(False)
+
+    def _ring_timeout(self, call: Call, deadline: float) -> None:
+        if deadline != call.ring_deadline:
+            return  # an earlier attempt's timer
+        if call.answer is not None and call.b_dialog is None and call.forks:
+            for fork in call.forks:  # an application's connect() was not answered
+                if not fork.done:
+                    self._cancel_fork(fork)
+            self._connect_failed(call)
+            return
         if call.state in (CallState.ROUTING, CallState.RINGING):
             log.info("call %s: no answer after %.0f s", call.call_id, self.config.ring_timeout_s)
             for fork in call.forks:
@@ -547,6 +639,7 @@ class B2BUA:
         """Hold/resume, codec change or session refresh: answered locally (media is anchored here)."""
         session = call.a_sdp if a_side else call.b_sdp
         leg = call.a_media if a_side else call.b_media
+        assert session is not None and leg is not None
         resp = make_response(req, 200)
         resp.headers.add("Contact", self._contact(req.top_via.transport.lower()))
         if req.body:
@@ -652,6 +745,7 @@ class B2BUA:
         transfer.media.configure(codec=neg.codec, payload_type=neg.payload_type,
                                  telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
         old_media, old_call_id = call.b_media, call.b_call_id
+        assert old_media is not None
         self.media.bridge(call.a_media, transfer.media)
         self._notify(transfer, "SIP/2.0 200 OK", final=True)
         if transfer.transferor.state != DialogState.TERMINATED:
@@ -741,7 +835,8 @@ class B2BUA:
 
     def _release_media(self, call: Call) -> None:
         self.media.release(call.a_media)
-        self.media.release(call.b_media)
+        if call.b_media is not None:
+            self.media.release(call.b_media)
         if call.transfer is not None:
             self.media.release(call.transfer.media)
             for fork in call.transfer.forks:
@@ -755,6 +850,11 @@ class B2BUA:
         call.state = CallState.ENDED
         _, wall = self.clock()
         call.end = wall
+        if call.connect_waiter is not None and not call.connect_waiter.done():
+            call.connect_waiter.set_result(False)
+        task = call.app_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
         recording = call.recording
         if recording is not None:
             call.a_media.stop_recording()
@@ -809,3 +909,107 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.part")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
+
+
+class CallSession:
+    """The one API applications (IVR, ACD, voicemail) use on a call they answer themselves.
+
+    Media operations run on the caller's leg in the media engine. When the
+    caller hangs up, the application's task is cancelled (``CancelledError`` at
+    its current ``await``). If the application returns without connecting the
+    caller anywhere, the call is hung up.
+    """
+
+    def __init__(self, b2bua: B2BUA, call: Call, name: str) -> None:
+        self._b2bua = b2bua
+        self._call = call
+        self.name = name  # the menu/queue/box from the route, e.g. "hotline" for ivr:hotline
+        self.language = b2bua.config.language
+
+    @property
+    def call_id(self) -> str:
+        return self._call.call_id
+
+    @property
+    def caller(self) -> str:
+        return self._call.caller
+
+    @property
+    def callee(self) -> str:
+        return self._call.callee
+
+    @property
+    def answered(self) -> bool:
+        return self._call.answer is not None
+
+    @property
+    def ended(self) -> bool:
+        return self._call.state == CallState.ENDED
+
+    def answer(self) -> None:
+        """Answer the caller (200 OK with our SDP); media operations work after this."""
+        call = self._call
+        if call.answer is None and call.state != CallState.ENDED:
+            self._b2bua.answer_caller(call)
+            self._b2bua.flush()
+
+    async def play(self, prompts: Sequence[str | Any], *, barge_in: bool = True) -> bool:
+        """Play prompt names (in the call's language) or PCM; False when a digit interrupted it."""
+        self.answer()
+        leg = self._call.a_media
+        leg.language = self.language
+        return await leg.play(prompts, barge_in=barge_in)
+
+    async def collect(
+        self,
+        max_digits: int,
+        *,
+        terminator: str = "#",
+        first_timeout: float = 5.0,
+        inter_digit_timeout: float = 3.0,
+    ) -> str:
+        """Digits keyed by the caller (RFC 4733, in-band or SIP INFO); "" when nothing came."""
+        self.answer()
+        return await self._call.a_media.collect_digits(
+            max_digits,
+            terminator=terminator,
+            first_timeout=first_timeout,
+            inter_digit_timeout=inter_digit_timeout,
+        )
+
+    async def say_number(self, value: int | str, *, barge_in: bool = True) -> bool:
+        """Read a number out in the call's language."""
+        from .media.say import say_number
+
+        return await self.play(say_number(value, self.language), barge_in=barge_in)
+
+    def record(self, path: str | Path) -> Recording:
+        self.answer()
+        return self._call.a_media.record(Path(path))
+
+    def pause_recording(self) -> None:
+        self._call.a_media.pause_recording()
+
+    def resume_recording(self) -> None:
+        self._call.a_media.resume_recording()
+
+    async def connect(self, number: str) -> bool:
+        """Ring ``number`` by the dial plan and bridge the caller to it on answer (a transfer).
+
+        True once bridged (the application's part is then over); False when the target is
+        busy, unreachable or does not answer within ``ring_timeout_s`` (the caller stays).
+        """
+        self.answer()
+        return await self._b2bua.connect(self._call, number)
+
+    def hangup(self, status: int = 480) -> None:
+        """End the call: BYE when answered, else a final ``status`` to the caller."""
+        call = self._call
+        b2bua = self._b2bua
+        if call.state == CallState.ENDED:
+            return
+        if call.answer is None:
+            b2bua._fail(call, status)
+        else:
+            b2bua._hangup(call, "system", send_a=True, send_b=True)
+        b2bua.flush()

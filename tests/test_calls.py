@@ -55,6 +55,12 @@ class Net:
         for t in self.core.handle_timer(self.now, self.wall):
             self.sent.setdefault(t.peer, []).append(t.data)
 
+    def flush(self) -> None:
+        """What the B2BUA sends outside a packet or timer (applications, media events)."""
+        for t in self.calls.pending:
+            self.sent.setdefault(t.peer, []).append(t.data)
+        self.calls.pending.clear()
+
     def take(self, peer: Peer) -> list[Request | Response]:
         msgs = [parse_message(d) for d in self.sent.pop(peer, [])]
         return msgs
@@ -204,6 +210,7 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
     )  # fmt: skip
     core.enable_calls(calls)
     n = Net(core, calls)
+    calls.flush = n.flush
     holder.append(n)
     register(n, "1002", 6002)
     register(n, "1003", 6003)
@@ -455,3 +462,122 @@ async def test_trunk_calls_in_by_address_and_out_by_route(tmp_path: Path) -> Non
     (inv,) = n.requests(trunk, "INVITE")
     assert inv.uri == "sip:95551234@127.0.0.1:6009"
     media.stop()
+
+
+class RtpPhone:
+    """The caller's RTP side for application tests: sends RFC 4733 digits to the switch."""
+
+    def __init__(self, port: int = 7000) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.setblocking(False)
+        self.seq = 0
+
+    async def digit(self, leg_port: int, event: int, ts: int) -> None:
+        import asyncio
+        import struct
+
+        from softswitch.codecs.telephone_event import TelephoneEvent, encode_event
+
+        for i, end in ((1, False), (2, False), (3, True), (3, True), (3, True)):
+            self.seq += 1
+            head = struct.pack("!BBHII", 0x80, (0x80 if i == 1 and not end else 0) | 101, self.seq, ts, 42)
+            self.sock.sendto(
+                head + encode_event(TelephoneEvent(event, end, 10, 160 * i)), ("127.0.0.1", leg_port)
+            )
+            await asyncio.sleep(0.02)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_application_answers_collects_and_connects(net: Net) -> None:
+    import asyncio
+
+    from softswitch.calls import CallSession
+
+    seen: dict[str, object] = {}
+
+    async def menu(call: CallSession) -> None:
+        call.answer()
+        seen["digits"] = await call.collect(4, first_timeout=3)
+        seen["connected"] = await call.connect("1002")
+
+    net.calls.apps["ivr"] = menu
+    phone = RtpPhone()
+    caller = Caller(net, number="95565", call_id="ivr-1")
+    caller.invite()
+    await asyncio.sleep(0)
+    (ok,) = finals(net.take(A))
+    assert ok.status == 200 and sdp.parse(ok.body).media[0].port > 0
+    caller.to_tag = ok.to.tag
+    net.deliver(caller.request("ACK", cseq=caller.cseq), A)
+    leg_port = net.calls.calls["ivr-1"].a_media.port
+    for k, event in enumerate((4, 2, 11)):  # 4 2 #
+        await phone.digit(leg_port, event, 1000 + 800 * k)
+    await asyncio.sleep(0.1)
+    assert seen["digits"] == "42"
+    net.tick(0.0)
+    (inv,) = net.requests(B, "INVITE")
+    net.deliver(answer_to(inv, 200, body=offer(7100)), B)
+    await asyncio.sleep(0.05)
+    assert seen["connected"] is True
+    call = net.calls.calls["ivr-1"]
+    assert call.a_media.peer is call.b_media
+    net.deliver(caller.request("BYE"), A)
+    assert len(net.requests(B, "BYE")) == 1
+    (record,) = net.calls.cdr.query()  # type: ignore[union-attr]
+    assert (record.callee, record.route_target, str(record.disposition)) == ("1002", "extension", "answered")
+    phone.close()
+
+
+async def test_application_cancelled_cleanly_when_caller_hangs_up(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from softswitch.calls import CallSession
+
+    state: dict[str, bool] = {}
+
+    async def menu(call: CallSession) -> None:
+        call.answer()
+        try:
+            await call.collect(6, first_timeout=30)
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+
+    net.calls.apps["ivr"] = menu
+    caller = Caller(net, number="95565", call_id="ivr-2")
+    caller.invite()
+    await asyncio.sleep(0)
+    (ok,) = finals(net.take(A))
+    caller.to_tag = ok.to.tag
+    net.deliver(caller.request("ACK", cseq=caller.cseq), A)
+    net.deliver(caller.request("BYE"), A)
+    await asyncio.sleep(0.05)
+    assert state == {"cancelled": True}
+    assert net.calls.calls == {} and not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert cdrs(net) == [("answered", None, "caller")]
+
+
+async def test_application_that_returns_hangs_up(net: Net) -> None:
+    import asyncio
+
+    from softswitch.calls import CallSession
+
+    async def goodbye(call: CallSession) -> None:
+        call.answer()
+
+    net.calls.apps["ivr"] = goodbye
+    caller = Caller(net, number="95565", call_id="ivr-3")
+    caller.invite()
+    await asyncio.sleep(0.01)
+    net.tick(0.0)
+    msgs = net.take(A)
+    assert [m.status for m in msgs if isinstance(m, Response)][-1] == 200
+    assert [m for m in msgs if isinstance(m, Request) and m.method == "BYE"]
+    assert cdrs(net) == [("answered", None, "system")]
