@@ -53,7 +53,8 @@ from .tones import tone_frame
 log = logging.getLogger("softswitch.media")
 
 TICK = 0.020
-RING = 4  # inbound frames buffered per leg between ticks
+RING = 16  # inbound frames buffered per leg (320 ms: rides out a stall of the event loop)
+CATCH_UP = 4  # frames a leg may consume in one tick while it has a backlog
 HEADER = struct.Struct("!BBHII")
 RTCP_EVERY_TICKS = 250  # 5 s
 _DECODE = np.concatenate([ULAW_DECODE, ALAW_DECODE]).astype(np.int16)
@@ -506,19 +507,30 @@ class MediaEngine:
         leg.octets_out += len(pkt) - HEADER.size
 
     def _process_inbound(self) -> None:
-        """Take one buffered frame per consuming leg: decode, detect DTMF, record."""
+        """Take buffered frames of every consuming leg: decode, detect DTMF, record.
+
+        One frame per leg per tick normally. After a stall (a GC pause, a burst)
+        a leg may have a backlog: extra passes take one more frame from each leg
+        still two or more behind, up to ``CATCH_UP`` frames a tick, so recordings
+        keep the audio instead of dropping it (the ring holds ``RING`` frames).
+        """
         if self._consumers_dirty:
             self._consumer_slots = np.fromiter(self._consumers, dtype=np.int64, count=len(self._consumers))
             self._consumers_dirty = False
         slots = self._consumer_slots
-        pcm_rows: dict[int, int] = {}
-        pcm = np.zeros((0, FRAME), dtype=np.int16)
-        if len(slots):
-            rx_w = self._rx_w
-            w = np.fromiter((rx_w[s] for s in slots.tolist()), dtype=np.int64, count=len(slots))
-            r = np.maximum(self._rx_r[slots], w - RING)  # overrun: drop the oldest
-            has = w > r
+        if not len(slots):
+            self._record({}, np.zeros((0, FRAME), dtype=np.int16), first=True)
+            return
+        rx_w = self._rx_w
+        w = np.fromiter((rx_w[s] for s in slots.tolist()), dtype=np.int64, count=len(slots))
+        r = np.maximum(self._rx_r[slots], w - RING)  # overrun: drop the oldest
+        for pass_no in range(CATCH_UP):
+            has = (w > r) if pass_no == 0 else (w - r >= 2)
             idx = slots[has]
+            if pass_no and not len(idx):
+                break
+            pcm_rows: dict[int, int] = {}
+            pcm = np.zeros((0, FRAME), dtype=np.int16)
             if len(idx):
                 rh = r[has]
                 frames = self._ring[idx, rh % RING]  # (n, 160) uint8
@@ -536,21 +548,28 @@ class MediaEngine:
                             self._digit(leg, digit, "inband")
                 if self._recorders:
                     pcm_rows = {s: i for i, s in enumerate(idx.tolist())}
-            self._rx_r[slots] = r
+            self._record(pcm_rows, pcm, first=pass_no == 0)
+        self._rx_r[slots] = r
+
+    def _record(self, pcm_rows: dict[int, int], pcm: np.ndarray, *, first: bool) -> None:
+        """Hand this pass's frames to the recordings (catch-up passes only where the caller had audio)."""
         for leg in self._recorders.values():
             row = pcm_rows.get(leg.slot)
+            if not first and row is None:
+                continue
             left = pcm[row] if row is not None else None
             partner = leg.record_partner
             if partner is not None:
                 prow = pcm_rows.get(partner.slot)
                 right = pcm[prow] if prow is not None else None
-            elif leg.last_out is not None:
+            elif first and leg.last_out is not None:
                 right = self._decode_out(leg)
             else:
                 right = None
             assert leg.recording is not None
             leg.recording.write(left, right)
-            leg.last_out = None
+            if first:
+                leg.last_out = None
 
     def _decode_out(self, leg: Leg) -> np.ndarray:
         codes = np.frombuffer(leg.last_out, dtype=np.uint8)  # type: ignore[arg-type]
