@@ -30,25 +30,12 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- tools
 
 
-DEBIAN_PACKAGES = {"sipp": "sip-tester", "baresip": "baresip-core"}
-
-
-def missing_tools(*tools: str) -> list[str]:
-    return [t for t in tools if shutil.which(t) is None]
-
-
 def require_tools(*tools: str) -> None:
     """Skip the calling test when a peer tool is missing; fail instead when ``CI`` is set."""
-    import pytest
+    from .tools import require_tool
 
-    missing = missing_tools(*tools)
-    if not missing:
-        return
-    packages = " ".join(DEBIAN_PACKAGES.get(t, t) for t in missing)
-    msg = f"peer tool(s) not installed: {', '.join(missing)} (apt-get install {packages})"
-    if "CI" in os.environ:
-        pytest.fail(f"{msg}; CI is set, so this is a failure, not a skip", pytrace=False)
-    pytest.skip(msg)
+    for tool in tools:
+        require_tool(tool)
 
 
 # ---------------------------------------------------------------- ports
