@@ -57,6 +57,9 @@ def ensure_venv(dev: bool) -> None:
     spec = ".[dev]" if dev else "."
     stamp = VENV / f".installed-{'dev' if dev else 'run'}"
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    dev_stamp = VENV / ".installed-dev"  # a dev install also serves `run`
+    if dev_stamp.exists() and dev_stamp.read_text() == digest:
+        return
     if not stamp.exists() or stamp.read_text() != digest:
         say(f"pip install -e {spec}")
         sh(PY, "-m", "pip", "install", "-q", "--upgrade", "pip")
