@@ -984,10 +984,16 @@ class CallSession:
         return await self.play(say_number(value, self.language), barge_in=barge_in)
 
     def record(self, path: str | Path) -> Recording:
+        """Start the application's own recording (e.g. a voicemail message); the call recording goes on."""
         self.answer()
-        return self._call.a_media.record(Path(path))
+        return self._call.a_media.record(Path(path), app=True)
+
+    def stop_recording(self) -> None:
+        """Close the application's recording."""
+        self._call.a_media.stop_recording(app=True)
 
     def pause_recording(self) -> None:
+        """Pause the call recording (silence in its place), e.g. while a PIN is keyed."""
         self._call.a_media.pause_recording()
 
     def resume_recording(self) -> None:

@@ -133,6 +133,56 @@ def cmd_cdr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_voicemail_list(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from .voicemail import db_path, format_messages, list_messages
+
+    config = _load(args.config)
+    path = db_path(config.data_dir)
+    try:
+        messages = list_messages(path, args.box)
+    except sqlite3.Error as e:
+        print(f"error: {path}: {e}", file=sys.stderr)
+        return 1
+    if not messages:
+        print("no messages")
+        return 0
+    print("\n".join(format_messages(messages)))
+    print(f"{len(messages)} messages")
+    return 0
+
+
+def cmd_broker_seed(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .trading import DEMO_ACCOUNTS, seed_demo, trading_settings
+
+    config = _load(args.config)
+    try:
+        settings = trading_settings(config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if settings.backend != "sim":
+        print(
+            f'error: {args.config}: trading.backend is "{settings.backend}"; only "sim" can be seeded',
+            file=sys.stderr,
+        )
+        return 1
+    created = seed_demo(settings.db_path)
+    if not created:
+        print(f"demo accounts already present in {settings.db_path}")
+        return 0
+    demo = {d.account: d for d in DEMO_ACCOUNTS}
+    print(f"{len(created)} demo accounts created in {settings.db_path} (PINs are shown only now)")
+    print(f"{'account':<10} {'pin':<8} {'tier':<7} {'cash':>14}")
+    for account, pin in created:
+        d = demo[account]
+        print(f"{account:<10} {pin:<8} {d.tier:<7} {d.cash:>14,.2f}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .cdr import Disposition
 
@@ -167,6 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     build.add_argument("names", nargs="*", metavar="NAMES", help="only these prompts")
     build.set_defaults(func=cmd_prompts_build)
+    voicemail = sub.add_parser("voicemail", help="voicemail messages")
+    voicemail_sub = voicemail.add_subparsers(dest="action", required=True)
+    vm_list = voicemail_sub.add_parser("list", help="list stored messages, oldest first")
+    vm_list.add_argument("-c", "--config", required=True)
+    vm_list.add_argument("--box", help="only this box")
+    vm_list.set_defaults(func=cmd_voicemail_list)
+    broker = sub.add_parser("broker", help="the simulated brokerage behind the trading IVR")
+    broker_sub = broker.add_subparsers(dest="action", required=True)
+    seed = broker_sub.add_parser("seed", help="create the demo accounts (idempotent) and print them")
+    seed.add_argument("-c", "--config", required=True)
+    seed.set_defaults(func=cmd_broker_seed)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

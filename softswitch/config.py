@@ -406,9 +406,48 @@ def load_config(path: str | Path) -> Config:
             cfg.routes.append(Route(r["match"], r["to"], pattern))
 
     _load_calls(chk, raw, cfg)
+    _check_ivr(chk, raw, cfg)
     if chk.problems:
         raise ConfigError(chk.problems)
     return cfg
+
+
+def prompt_names(language: str | None = None) -> set[str] | None:
+    """Names of the shipped prompts (every language, or one), from the manifests; None without prompts/."""
+    from .media.prompts import PromptError, load_manifest
+    from .prompts_build import default_root
+
+    root = default_root()
+    names: set[str] = set()
+    found = False
+    for lang in (language,) if language else ("zh", "en"):
+        path = root / lang / "manifest.toml"
+        if path.is_file():
+            try:
+                manifest = load_manifest(path)
+            except PromptError:
+                continue
+            names |= set(manifest.prompts) | set(manifest.music)
+            found = True
+    return names if found else None
+
+
+def _check_ivr(chk: _Checker, raw: dict[str, Any], cfg: Config) -> None:
+    """[ivr.*] menus: every menu, flow, queue and prompt they name must exist; so must ivr: routes."""
+    from .ivr import parse_menus
+
+    ivr = raw.get("ivr", {})
+    if not _check_type(chk, "ivr", ivr, dict, "tables [ivr.NAME]"):
+        return
+    queues = raw.get("queues", {})
+    _, problems = parse_menus(
+        ivr, prompt_names=prompt_names(), queues=set(queues) if isinstance(queues, dict) else set()
+    )
+    for key, message in problems:
+        chk.error(key, message)
+    for i, r in enumerate(cfg.routes):
+        if r.to.startswith("ivr:") and r.to[4:] not in ivr:
+            chk.error(f"routes[{i}].to", f"unknown menu {r.to[4:]!r}; define [ivr.{r.to[4:]}]")
 
 
 def _load_calls(chk: _Checker, raw: dict[str, Any], cfg: Config) -> None:

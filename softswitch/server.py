@@ -9,11 +9,13 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from .calls import B2BUA
+from .calls import B2BUA, CallSession
 from .cdr import CdrStore
 from .cdr import db_path as cdr_db
 from .config import Config, Listener
+from .ivr import make_ivr_app, parse_menus
 from .location import LocationStore
 from .media.engine import MediaEngine
 from .media.prompts import PromptLibrary
@@ -23,10 +25,13 @@ from .runtime import tune_gc
 from .sip.peer import Peer
 from .switch import SwitchCore
 from .transport import Transports
+from .voicemail import make_voicemail_app, run_voicemail
 
 log = logging.getLogger("softswitch")
 
 FLUSH_INTERVAL_S = 0.2
+# Built-in trading flows (login, quote, ...) register here; until they land a flow key says "system busy".
+IVR_FLOWS: dict[str, Any] = {}
 SWEEP_INTERVAL_S = 10.0
 
 
@@ -112,7 +117,19 @@ class SwitchServer:
         calls = B2BUA(config, self.core.stack, self.core.ids, self.store, self.core.auth, self.media, self.cdr,
                       local=local, clock=lambda: (loop.time(), time.time()), executor=self.executor)  # fmt: skip
         calls.flush = self._flush_calls
+        self._register_apps(calls)
         self.core.enable_calls(calls)
+
+    def _register_apps(self, calls: B2BUA) -> None:
+        """IVR menus from [ivr.*] and voicemail boxes answer their routes' calls."""
+        config = self.config
+        menus, _ = parse_menus(config.raw.get("ivr", {}), prompt_names=None)  # checked by load_config
+
+        async def voicemail(session: CallSession, box: str) -> None:
+            await run_voicemail(session, box, config.data_dir)
+
+        calls.apps["voicemail"] = make_voicemail_app(config.data_dir)
+        calls.apps["ivr"] = make_ivr_app(menus, IVR_FLOWS, voicemail=voicemail)
 
     def _flush_calls(self) -> None:
         """Send what the B2BUA queued outside a packet or timer (media events)."""

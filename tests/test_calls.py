@@ -185,6 +185,10 @@ to = "extension"
 [[routes]]
 match = "95565"
 to = "ivr:hotline"
+[ivr.hotline]
+prompt = "welcome_main"
+[ivr.hotline.keys]
+"9" = "menu:hotline"
 [recording]
 enabled = false
 [calls]

@@ -63,6 +63,12 @@ to = "extension"
 enabled = true
 [ivr.hotline]
 prompt = "welcome_main"
+timeout_s = 5
+retries = 3
+[ivr.hotline.keys]
+"1" = "flow:quote"
+"9" = "menu:hotline"
+"0" = "queue:a_shares"
 [queues.a_shares]
 strategy = "longest_idle"
 [agents.2001]
@@ -170,3 +176,31 @@ def test_cli_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_unknown_section_is_an_error(tmp_path: Path) -> None:
     got = problems(write(tmp_path, "[swtich]\ndomain = 'x'\n"))
     assert got[0].startswith(f"{tmp_path / 'switch.toml'}:1: swtich: unknown section")
+
+
+def test_ivr_references_are_checked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """[[routes]]
+match = "95565"
+to = "ivr:hotline"
+[[routes]]
+match = "95566"
+to = "ivr:nosuch"
+[ivr.hotline]
+prompt = "no_such_prompt"
+[ivr.hotline.keys]
+"1" = "flow:teleport"
+"2" = "menu:missing"
+"0" = "queue:nowhere"
+""",
+    )
+    got = problems(path)
+    for want in (
+        ":6: routes[1].to: unknown menu 'nosuch'",
+        ":8: ivr.hotline.prompt: unknown prompt",
+        ":10: ivr.hotline.keys.1: unknown flow 'teleport'",
+        ":11: ivr.hotline.keys.2: unknown menu 'missing'",
+        ":12: ivr.hotline.keys.0: unknown queue 'nowhere'",
+    ):
+        assert any(want in p for p in got), (want, got)

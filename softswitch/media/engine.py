@@ -185,6 +185,7 @@ class MediaEngine:
             if not fut.done():
                 fut.cancel()
         leg.stop_recording()
+        leg.stop_recording(app=True)
         leg.mode = Mode.IDLE
         self._update_sets(leg)
         self.loop.remove_reader(leg.rtp_sock.fileno())
@@ -239,7 +240,7 @@ class MediaEngine:
                 self._senders[slot] = leg
             else:
                 del self._senders[slot]
-        if leg.recording is not None and not leg.closed:
+        if (leg.recording is not None or leg.app_recording is not None) and not leg.closed:
             self._recorders[slot] = leg
         else:
             self._recorders.pop(slot, None)
@@ -248,7 +249,8 @@ class MediaEngine:
             if one is None:
                 continue
             partner_records = one.peer is not None and one.peer.recording is not None
-            consuming = not one.closed and (one.recording is not None or one.inband or partner_records)
+            records = one.recording is not None or one.app_recording is not None
+            consuming = not one.closed and (records or one.inband or partner_records)
             if consuming != one.consuming:
                 one.consuming = consuming
                 if consuming:
@@ -483,7 +485,7 @@ class MediaEngine:
                 pack(out_mv, 0, 0x80, 0x80 | pt, seq, (leg.ts_base + ts_step) & 0xFFFFFFFF, leg.ssrc)
             else:
                 pack(out_mv, 0, 0x80, pt, seq, (leg.ts_base + ts_step) & 0xFFFFFFFF, leg.ssrc)
-            if leg.recording is not None:
+            if leg.recording is not None or leg.app_recording is not None:
                 leg.last_out = out_mv[12:]
             try:
                 if leg.connected:
@@ -566,8 +568,10 @@ class MediaEngine:
                 right = self._decode_out(leg)
             else:
                 right = None
-            assert leg.recording is not None
-            leg.recording.write(left, right)
+            if leg.recording is not None:
+                leg.recording.write(left, right)
+            if leg.app_recording is not None:
+                leg.app_recording.write(left, right)
             if first:
                 leg.last_out = None
 

@@ -138,7 +138,8 @@ class Leg:
         self.digits: deque[str] = deque(maxlen=32)  # type-ahead
         self.collector: _Collector | None = None
         self.peer: Leg | None = None
-        self.recording: Recording | None = None
+        self.recording: Recording | None = None  # the call recording
+        self.app_recording: Recording | None = None  # an application's own (e.g. a voicemail message)
         self.record_partner: Leg | None = None  # whose inbound audio is the right channel
         self.packets_in = 0
         self.packets_out = 0
@@ -266,19 +267,31 @@ class Leg:
         """A digit from outside the media path (SIP INFO): same path as RTP digits."""
         self.engine._digit(self, digit, source)
 
-    def record(self, path: str | Path, *, stereo: bool = True, fmt: str | None = None) -> Recording:
-        """Record this leg: its inbound audio left, the other party (bridge peer or what we play) right."""
+    def record(
+        self, path: str | Path, *, stereo: bool = True, fmt: str | None = None, app: bool = False
+    ) -> Recording:
+        """Record this leg: its inbound audio left, the other party (bridge peer or what we play) right.
+
+        ``app=True`` opens the application's recording (a voicemail message), which runs
+        alongside the call recording instead of replacing it.
+        """
         if self.engine.recorder is None:
             raise MediaError("recording is not enabled")
         fmt = fmt or Path(path).suffix.lstrip(".").lower() or "wav"
         if fmt not in ("wav", "flac"):
             raise MediaError(f"unsupported recording format {fmt!r}; expected wav or flac")
-        self.recording = self.engine.recorder.open_recording(
+        rec = self.engine.recorder.open_recording(
             Path(path), stereo=stereo, fmt="wav" if fmt == "wav" else "flac"
         )
+        if app:
+            if self.app_recording is not None:
+                self.app_recording.close()
+            self.app_recording = rec
+        else:
+            self.recording = rec
         self.record_partner = self.peer
         self.engine._update_sets(self)
-        return self.recording
+        return rec
 
     def pause_recording(self) -> None:
         if self.recording is not None:
@@ -288,10 +301,14 @@ class Leg:
         if self.recording is not None:
             self.recording.resume(self.engine.now)
 
-    def stop_recording(self) -> None:
-        if self.recording is not None:
-            self.recording.close()
-            self.recording = None
+    def stop_recording(self, *, app: bool = False) -> None:
+        rec = self.app_recording if app else self.recording
+        if rec is not None:
+            rec.close()
+            if app:
+                self.app_recording = None
+            else:
+                self.recording = None
             self.engine._update_sets(self)
 
     # ---- internals ---------------------------------------------------------
