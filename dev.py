@@ -79,6 +79,8 @@ def ensure_test_tools() -> None:
 def run() -> int:
     ensure_venv(dev=False)
     args = sys.argv[2:] or ["-c", str(DEMO)]
+    if not sys.argv[2:]:  # the demo hotline needs its demo brokerage accounts (idempotent)
+        sh(VENV / "bin" / "softswitch", "broker", "seed", "-c", DEMO, check=False)
     os.execv(str(VENV / "bin" / "softswitch"), ["softswitch", "run", *args])
     return 0
 

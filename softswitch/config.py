@@ -409,6 +409,11 @@ def load_config(path: str | Path) -> Config:
     _check_ivr(chk, raw, cfg)
     if chk.problems:
         raise ConfigError(chk.problems)
+    from .trading.settings import trading_settings
+
+    trading_settings(cfg)  # raises ConfigError naming file and key
+    if chk.problems:
+        raise ConfigError(chk.problems)
     return cfg
 
 

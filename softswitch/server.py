@@ -9,13 +9,13 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from .calls import B2BUA, CallSession
 from .cdr import CdrStore
 from .cdr import db_path as cdr_db
-from .config import Config, Listener
+from .config import Config, ConfigError, Listener
 from .ivr import make_ivr_app, parse_menus
+from .ivr.flows import make_flows
 from .location import LocationStore
 from .media.engine import MediaEngine
 from .media.prompts import PromptLibrary
@@ -24,14 +24,13 @@ from .prompts_build import default_root
 from .runtime import tune_gc
 from .sip.peer import Peer
 from .switch import SwitchCore
+from .trading import make_broker
 from .transport import Transports
 from .voicemail import make_voicemail_app, run_voicemail
 
 log = logging.getLogger("softswitch")
 
 FLUSH_INTERVAL_S = 0.2
-# Built-in trading flows (login, quote, ...) register here; until they land a flow key says "system busy".
-IVR_FLOWS: dict[str, Any] = {}
 SWEEP_INTERVAL_S = 10.0
 
 
@@ -128,8 +127,13 @@ class SwitchServer:
         async def voicemail(session: CallSession, box: str) -> None:
             await run_voicemail(session, box, config.data_dir)
 
+        try:
+            flows = make_flows(make_broker(config), pause_during_pin=config.recording.pause_during_pin)
+        except ConfigError as e:
+            log.error("trading back end not available: %s", e)
+            flows = {}
         calls.apps["voicemail"] = make_voicemail_app(config.data_dir)
-        calls.apps["ivr"] = make_ivr_app(menus, IVR_FLOWS, voicemail=voicemail)
+        calls.apps["ivr"] = make_ivr_app(menus, flows, voicemail=voicemail)
 
     def _flush_calls(self) -> None:
         """Send what the B2BUA queued outside a packet or timer (media events)."""

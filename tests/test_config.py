@@ -204,3 +204,8 @@ prompt = "no_such_prompt"
         ":12: ivr.hotline.keys.0: unknown queue 'nowhere'",
     ):
         assert any(want in p for p in got), (want, got)
+
+
+def test_trading_settings_are_checked(tmp_path: Path) -> None:
+    got = problems(write(tmp_path, '[trading]\nbackend = "carrier-pigeon"\n'))
+    assert any("trading.backend" in p and "carrier-pigeon" in p for p in got), got
