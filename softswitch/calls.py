@@ -295,7 +295,7 @@ class B2BUA:
         if call.state == CallState.ENDED or call.b_dialog is not None or call.forks:
             waiter.set_result(False)
             return waiter
-        route = next((r for r in self.config.routes if r.matches(number)), None)
+        route = self.config.route(number)
         now, wall = self.clock()
         try:
             if route is None:
@@ -671,7 +671,7 @@ class B2BUA:
         if not isinstance(target_uri, SipUri) or not target_uri.user:
             raise SipError(400, "Bad Refer-To (a sip URI with a number is needed)")
         number = target_uri.user
-        route = next((r for r in self.config.routes if r.matches(number)), None)
+        route = self.config.route(number)
         if route is None:
             raise SipError(404, "Not Found (no route for the transfer target)")
         _, wall = self.clock()

@@ -106,6 +106,10 @@ class Config:
     auth_algorithms: tuple[str, ...] = ("MD5",)
     raw: dict[str, Any] = field(default_factory=dict)
 
+    def route(self, number: str) -> Route | None:
+        """The dial plan's first route matching ``number``, or None."""
+        return next((r for r in self.routes if r.matches(number)), None)
+
 
 class _Checker:
     """Collects problems with file/line/key context."""

@@ -201,7 +201,7 @@ class SwitchCore:
                 return resp
             caller = result.user
         number = uri.user or ""
-        route = next((r for r in self.config.routes if r.matches(number)), None)
+        route = self.config.route(number)
         if route is None:
             raise SipError(404, "Not Found (no route)")
         self.calls.invite(req, txn, caller, route.to, number)

@@ -18,6 +18,7 @@ from softswitch.sip.message import Request, Response, parse_message
 from softswitch.sip.peer import Peer
 from softswitch.switch import SwitchCore
 
+from .peers import digest_authorization
 from .sipclient import Registration
 
 WALL = 1_800_000_000.0
@@ -140,20 +141,7 @@ class Caller:
         )  # the ACK for the 407 (same branch in real life)
         self.net.sent.pop(A, None)
         value = challenge.headers.get("Proxy-Authenticate") or ""
-        import re
-
-        nonce = re.search(r'nonce="([^"]+)"', value).group(1)  # type: ignore[union-attr]
-        from softswitch.sip.auth import Algorithm, compute_ha1, digest_response
-
-        uri = f"sip:{self.number}@{SWITCH}"
-        ha1 = compute_ha1("1001", "hotline.example", "pw1001", Algorithm.MD5)
-        resp = digest_response(
-            ha1, "INVITE", uri, nonce, Algorithm.MD5, qop="auth", nc="00000001", cnonce="c1"
-        )
-        auth = (
-            f'Digest username="1001", realm="hotline.example", nonce="{nonce}", uri="{uri}", '
-            f'response="{resp}", algorithm=MD5, qop=auth, nc=00000001, cnonce="c1"'
-        )
+        auth = digest_authorization(value, "1001", "pw1001", "INVITE", f"sip:{self.number}@{SWITCH}")
         self.net.deliver(self.request("INVITE", offer(7000), auth=auth), A)
         got = self.net.take(A)
         assert isinstance(got[0], Response) and got[0].status == 100

@@ -498,6 +498,7 @@ class MediaEngine:
             leg.octets_out += FRAME
 
     def _send(self, leg: Leg, pkt: bytearray) -> None:
+        # _send_all inlines this for audio frames: one call less per packet on the tick's hot loop
         try:
             if leg.connected:
                 leg.rtp_sock.send(pkt)
