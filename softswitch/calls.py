@@ -57,7 +57,7 @@ App = Callable[["CallSession"], Awaitable[None]]
 
 log = logging.getLogger("softswitch.calls")
 
-APP_KINDS = ("ivr", "queue", "voicemail")
+APP_KINDS = ("ivr", "queue", "voicemail", "feature")
 T1 = 0.5
 T2 = 4.0
 FAILURE_MAP = {486: 486, 600: 486, 603: 603, 404: 404, 408: 408, 480: 480, 487: 487, 488: 488}
@@ -81,6 +81,8 @@ class Fork:
     cancel_pending: bool = False
     done: bool = False
     transfer: bool = False  # an INVITE to a REFER's target
+    number: str = ""  # the number rung (several for an ACD ring-all)
+    withdrawn: bool = False  # no longer wanted (ring withdrawn or timed out): a late 2xx is hung up
 
 
 @dataclass(eq=False)
@@ -104,8 +106,8 @@ class Call:
     caller: str
     callee: str
     route_target: str
-    a_invite: Request
-    a_txn: InviteServerTransaction
+    a_invite: Request  # the caller's INVITE; ours to the first party for an originated call
+    a_txn: InviteServerTransaction | None  # None: the switch originated the call (a callback)
     a_peer: Peer
     a_tag: str
     a_media: Leg
@@ -134,8 +136,18 @@ class Call:
     early_media: bool = False
     transfer: Transfer | None = None
     app_task: asyncio.Task[None] | None = None
-    connect_waiter: asyncio.Future[bool] | None = None  # an application's connect() in progress
+    connect_waiter: asyncio.Future[RingOutcome] | None = None  # an application's ring() in progress
     ring_deadline: float = 0.0
+    # told "ended" when the call ends and "transferred" when the called party REFERs it away
+    listeners: list[Callable[[str, Call], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RingOutcome:
+    """How an application's ring ended: the number that answered, or the failure status."""
+
+    answered_by: str | None
+    status: int  # 200 answered; 486 busy, 408/480 no answer, 487 withdrawn or caller gone, 404 ...
 
 
 class B2BUA:
@@ -170,6 +182,7 @@ class B2BUA:
         self.calls: dict[str, Call] = {}  # by A-leg Call-ID
         self._by_b_call_id: dict[str, Call] = {}
         self._by_txn: dict[int, tuple[Call, Fork]] = {}
+        self._originating: dict[int, tuple[Call, Fork, App]] = {}  # our INVITE of an originated call
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "rejected_busy": 0}
@@ -277,6 +290,124 @@ class B2BUA:
             "call %s: %s -> %s (%s, %d contacts)", call.call_id, caller, number, target, len(destinations)
         )
 
+    # ---- calls the switch places (queue callbacks) ------------------------------------------------
+    def originate(
+        self, number: str, app: App, *, caller: str, name: str, timeout: float | None = None
+    ) -> asyncio.Future[RingOutcome]:
+        """Call extension ``number`` and run ``app`` on the call once it answers (e.g. a callback
+        that rings the agent first, then dials the customer with :meth:`CallSession.connect`).
+
+        The future tells how the ring ended; ``caller`` is who the call shows as from.
+        """
+        waiter: asyncio.Future[RingOutcome] = asyncio.get_running_loop().create_future()
+        now, wall = self.clock()
+        try:
+            if len(self.calls) >= self.config.max_calls:
+                raise SipError(503, "Service Unavailable (call limit)")
+            ((uri, peer), *_) = self._destinations("extension", number, wall)
+        except SipError as e:
+            log.info("cannot call %s: %s", number, e.reason)
+            waiter.set_result(RingOutcome(None, e.status))
+            return waiter
+        a_media = self.media.create_leg()
+        host = self.media.host
+        a_sdp = sdp.LocalSession(address=host, port=a_media.port, session_id=int(wall))
+        t, vhost, vport = self._via(peer.transport)
+        h = f"[{vhost}]" if ":" in vhost else vhost
+        call_id, tag = self.ids.call_id(host), self.ids.tag()
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/{t.upper()} {h}:{vport};branch={self.ids.branch()};rport"),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:{caller}@{self.config.domain}>;tag={tag}"),
+                ("To", f"<sip:{number}@{self.config.domain}>"),
+                ("Call-ID", call_id),
+                ("CSeq", "1 INVITE"),
+                ("Contact", self._contact(peer.transport)),
+                ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO"),
+                ("Content-Type", "application/sdp"),
+            ]
+        )
+        invite = Request("INVITE", uri, headers, a_sdp.offer().to_bytes())
+        call = Call(
+            call_id=call_id, caller=caller, callee=number, route_target=f"originate:{name}", a_invite=invite,
+            a_txn=None, a_peer=peer, a_tag=tag, a_media=a_media, b_media=None, a_sdp=a_sdp, b_sdp=None,
+            start=wall, b_call_id=self.ids.call_id(host), b_tag=self.ids.tag(),
+        )  # fmt: skip
+        call.connect_waiter = waiter
+        a_media.on_event = partial(self._media_event, call)
+        self.calls[call_id] = call
+        self._by_b_call_id[call.b_call_id] = call
+        self.stats["calls"] += 1
+        fork = Fork(invite, peer, number=number)
+        fork.txn = self._send_request(invite, peer)
+        self._originating[id(fork.txn)] = (call, fork, app)
+        call.ring_deadline = now + (self.config.ring_timeout_s if timeout is None else timeout)
+        self._at(call.ring_deadline, partial(self._origin_timeout, call, fork))
+        log.info("call %s: calling %s for %s", call_id, number, name)
+        self.flush()
+        return waiter
+
+    def _origin_response(self, call: Call, fork: Fork, app: App, resp: Response) -> None:
+        status = resp.status
+        if status < 200:
+            fork.provisional = True
+            if fork.cancel_pending:
+                self._cancel_fork(fork)
+            return
+        self._originating.pop(id(fork.txn), None)
+        fork.done = True
+        if status >= 300:
+            self._origin_failed(call, status)
+            return
+        dialog = Dialog.from_uac(fork.invite, resp, fork.peer)
+        dialog.local_contact = self._contact(fork.peer.transport)
+        self._send_ack(dialog, resp.cseq.seq)
+        if call.state == CallState.ENDED or fork.withdrawn:
+            self._bye(dialog)
+            return
+        try:
+            neg = call.a_sdp.accept_answer(sdp.parse(resp.body))
+        except SipError as e:
+            log.warning("call %s: unusable answer: %s", call.call_id, e.reason)
+            self._bye(dialog)
+            self._origin_failed(call, 488)
+            return
+        call.a_media.configure(codec=neg.codec, payload_type=neg.payload_type,
+                               telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
+        _, wall = self.clock()
+        call.a_dialog = dialog
+        call.state = CallState.ANSWERED
+        call.answer = wall
+        self.stats["answered"] += 1
+        waiter, call.connect_waiter = call.connect_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(RingOutcome(fork.number, 200))
+        self._start_recording(call, wall)
+        session = CallSession(self, call, call.route_target.partition(":")[2])
+        call.app_task = asyncio.get_running_loop().create_task(self._run_app(call, app, session))
+
+    def _origin_timeout(self, call: Call, fork: Fork) -> None:
+        if call.state != CallState.ROUTING or fork.done:
+            return
+        fork.withdrawn = True
+        self._cancel_fork(fork)
+        self._origin_failed(call, 408)
+
+    def _origin_failed(self, call: Call, status: int) -> None:
+        if call.state == CallState.ENDED:
+            return
+        call.sip_code = status
+        call.best_failure = status
+        call.disposition = {486: "busy", 600: "busy", 408: "no-answer", 480: "no-answer"}.get(
+            status, "failed"
+        )
+        waiter = call.connect_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(RingOutcome(None, FAILURE_MAP.get(status, status)))
+        self.stats["failed"] += 1
+        self._finish(call)
+
     async def _run_app(self, call: Call, app: App, session: CallSession) -> None:
         try:
             await app(session)
@@ -288,36 +419,66 @@ class B2BUA:
             if call.state != CallState.ENDED and call.b_dialog is None:
                 session.hangup()  # the application returned without connecting the caller anywhere
 
-    def connect(self, call: Call, number: str) -> asyncio.Future[bool]:
-        """Ring ``number`` (dial plan) for an answered application call and bridge the caller on answer."""
+    def ring(
+        self, call: Call, numbers: Sequence[str], *, timeout: float | None = None, direct: bool = False
+    ) -> asyncio.Future[RingOutcome]:
+        """Ring ``numbers`` at once for an answered application call; bridge the first to answer.
+
+        ``direct``: the numbers are extensions (agents' phones), not looked up in the dial plan.
+        The caller keeps hearing what the application plays until an answer bridges it.
+        """
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
+        waiter: asyncio.Future[RingOutcome] = loop.create_future()
         if call.state == CallState.ENDED or call.b_dialog is not None or call.forks:
-            waiter.set_result(False)
+            waiter.set_result(RingOutcome(None, 487 if call.state == CallState.ENDED else 491))
             return waiter
-        route = self.config.route(number)
         now, wall = self.clock()
-        try:
-            if route is None:
-                raise SipError(404, "Not Found")
-            destinations = self._destinations(route.to, number, wall)
-        except SipError as e:
-            log.info("call %s: cannot connect to %s: %s", call.call_id, number, e.reason)
-            waiter.set_result(False)
+        targets: list[tuple[str, str, Peer]] = []
+        failure, route_to = 0, ""
+        for number in numbers:
+            try:
+                route = None if direct else self.config.route(number)
+                if not direct and route is None:
+                    raise SipError(404, "Not Found")
+                target = route.to if route is not None else "extension"
+                route_to = route_to or target
+                targets.extend((number, uri, peer) for uri, peer in self._destinations(target, number, wall))
+            except SipError as e:
+                log.info("call %s: cannot ring %s: %s", call.call_id, number, e.reason)
+                failure = _better_failure(failure, e.status)
+        if not targets:
+            waiter.set_result(RingOutcome(None, failure or 404))
             return waiter
         call.b_media = self.media.create_leg()
         call.b_media.on_event = partial(self._media_event, call)
         call.b_sdp = sdp.LocalSession(
             address=self.media.host, port=call.b_media.port, session_id=int(wall) + 1
         )
-        call.callee, call.route_target, call.connect_waiter = number, route.to if route else "", waiter
+        call.callee, call.route_target, call.connect_waiter = targets[0][0], route_to, waiter
+        call.best_failure = 0
         offer = call.b_sdp.offer().to_bytes()
-        for uri, peer in destinations:
-            self._fork(call, uri, peer, offer)
-        call.ring_deadline = now + self.config.ring_timeout_s
+        for number, uri, peer in targets:
+            self._fork(call, uri, peer, offer, number=number)
+        call.ring_deadline = now + (self.config.ring_timeout_s if timeout is None else timeout)
         self._at(call.ring_deadline, partial(self._ring_timeout, call, call.ring_deadline))
         self.flush()
         return waiter
+
+    def withdraw(self, call: Call, number: str | None = None) -> None:
+        """Stop ringing ``number`` (every number when None) for an application's ring()."""
+        forks = [f for f in call.forks if number is None or f.number == number]
+        self._withdraw_forks(call, forks)
+        if call.b_dialog is None and call.connect_waiter is not None and not call.forks:
+            call.best_failure = 487
+            self._connect_failed(call)
+        self.flush()
+
+    def _withdraw_forks(self, call: Call, forks: list[Fork]) -> None:
+        for fork in forks:
+            self._cancel_fork(fork)
+            fork.withdrawn = True
+            if fork in call.forks:
+                call.forks.remove(fork)
 
     def _destinations(self, target: str, number: str, wall: float) -> list[tuple[str, Peer]]:
         if target.startswith("trunk:"):
@@ -351,12 +512,19 @@ class B2BUA:
         return out
 
     def _fork(
-        self, call: Call, uri: str, peer: Peer, offer: bytes, *, transfer: Transfer | None = None
+        self,
+        call: Call,
+        uri: str,
+        peer: Peer,
+        offer: bytes,
+        *,
+        transfer: Transfer | None = None,
+        number: str | None = None,
     ) -> None:
         a = call.a_invite
         call_id = transfer.call_id if transfer else call.b_call_id
         tag = transfer.tag if transfer else call.b_tag
-        callee = transfer.number if transfer else call.callee
+        callee = transfer.number if transfer else number or call.callee
         t, host, port = self._via(peer.transport)
         h = f"[{host}]" if ":" in host else host
         mf = a.max_forwards
@@ -374,7 +542,7 @@ class B2BUA:
             ]
         )
         invite = Request("INVITE", uri, headers, offer)
-        fork = Fork(invite, peer, transfer=transfer is not None)
+        fork = Fork(invite, peer, transfer=transfer is not None, number=callee)
         (transfer.forks if transfer else call.forks).append(fork)
         fork.txn = self._send_request(invite, peer)
         self._by_txn[id(fork.txn)] = (call, fork)
@@ -383,6 +551,9 @@ class B2BUA:
     def response(self, resp: Response, txn: ClientTransaction) -> None:
         found = self._by_txn.get(id(txn))
         if found is None:
+            origin = self._originating.get(id(txn))
+            if origin is not None and txn.request.method == "INVITE":
+                self._origin_response(*origin, resp)
             return
         call, fork = found
         method = txn.request.method
@@ -404,26 +575,43 @@ class B2BUA:
         if resp.status < 200 or resp.status >= 300:
             return
         call = self._by_b_call_id.get(resp.call_id)
-        if call is None or call.b_dialog is None or resp.cseq.method != "INVITE":
+        if call is None:
+            origin = self.calls.get(resp.call_id)
+            if origin is not None and origin.a_txn is None and origin.a_dialog is not None:
+                self._send_ack(origin.a_dialog, resp.cseq.seq)  # an originated call's first party
+            return
+        if call.b_dialog is None or resp.cseq.method != "INVITE":
             return
         self._ack_b(call, resp.cseq.seq)
 
     def timeout(self, txn: ClientTransaction) -> None:
+        origin = self._originating.get(id(txn))
+        if origin is not None and txn.request.method == "INVITE":
+            self._origin_failed(origin[0], 408)
+            return
         found = self._by_txn.get(id(txn))
         if found is not None and txn.request.method == "INVITE":
             self._fork_failed(found[0], found[1], 408)
 
     def _provisional(self, call: Call, fork: Fork, resp: Response) -> None:
         fork.provisional = True
-        if fork.cancel_pending or call.state in (CallState.ANSWERED, CallState.ENDED):
+        if (
+            fork.cancel_pending
+            or fork.withdrawn
+            or call.state == CallState.ENDED
+            or call.b_dialog is not None
+        ):
             self._cancel_fork(fork)
             return
+        if call.answer is not None:
+            return  # an application's ring(): the caller keeps hearing the application
         if resp.status == 183 and resp.body and not call.early_media:
             self._early_media(call, resp)
         elif resp.status in (180, 183) and call.state == CallState.ROUTING:
             call.state = CallState.RINGING
             ring = make_response(call.a_invite, 180, to_tag=call.a_tag)
             ring.headers.add("Contact", self._contact(call.a_peer.transport))
+            assert call.a_txn is not None  # only for calls that came in
             self._respond(call.a_txn, ring)
 
     def _early_media(self, call: Call, resp: Response) -> None:
@@ -445,12 +633,13 @@ class B2BUA:
         last = call.a_sdp.last_sent
         assert last is not None
         progress.body = last.to_bytes()
+        assert call.a_txn is not None  # only for calls that came in
         self._respond(call.a_txn, progress)
 
     def _answered(self, call: Call, fork: Fork, resp: Response) -> None:
         fork.done = True
-        if call.state == CallState.ENDED or call.b_dialog is not None:
-            # a second fork answered (or the caller gave up): ACK and hang it up
+        if call.state == CallState.ENDED or call.b_dialog is not None or fork.withdrawn:
+            # a second fork answered (or the caller gave up, or the ring was withdrawn): ACK and hang up
             late = Dialog.from_uac(fork.invite, resp, fork.peer)
             late.local_contact = self._contact(fork.peer.transport)
             self._send_ack(late, resp.cseq.seq)
@@ -472,12 +661,11 @@ class B2BUA:
             return
         call.b_media.configure(codec=neg.codec, payload_type=neg.payload_type,
                                telephone_event_pt=neg.telephone_event_pt, remote=neg.remote)  # fmt: skip
-        for other in call.forks:
-            if other is not fork and not other.done:
-                self._cancel_fork(other)
+        self._withdraw_forks(call, [f for f in call.forks if f is not fork and not f.done])
         self.media.bridge(call.a_media, call.b_media)
+        call.callee = fork.number or call.callee
         if call.connect_waiter is not None and not call.connect_waiter.done():
-            call.connect_waiter.set_result(True)
+            call.connect_waiter.set_result(RingOutcome(call.callee, 200))
         if call.answer is None:
             self.answer_caller(call)
         log.info("call %s connected to %s", call.call_id, call.callee)
@@ -501,6 +689,7 @@ class B2BUA:
         call.a_dialog = Dialog.from_uas(call.a_invite, ok, call.a_peer)
         call.a_dialog.local_contact = self._contact(call.a_peer.transport)
         call.a_ok = ok
+        assert call.a_txn is not None  # only for calls that came in
         self._respond(call.a_txn, ok)
         if not call.a_peer.reliable:
             self._at(now + T1, partial(self._resend_ok, call, ok, T1, now))
@@ -525,7 +714,7 @@ class B2BUA:
     def _fork_failed(self, call: Call, fork: Fork, status: int) -> None:
         fork.done = True
         self._by_txn.pop(id(fork.txn), None)
-        if call.state == CallState.ENDED or call.b_dialog is not None:
+        if call.state == CallState.ENDED or call.b_dialog is not None or fork.withdrawn:
             return
         call.best_failure = _better_failure(call.best_failure, status)
         if call.answer is not None:  # an application's connect() failed; the caller stays with the app
@@ -541,7 +730,7 @@ class B2BUA:
     def _fail(self, call: Call, status: int, reason: str | None = None) -> None:
         if call.state == CallState.ENDED:
             return
-        if call.a_txn.state in (State.PROCEEDING, State.TRYING):
+        if call.a_txn is not None and call.a_txn.state in (State.PROCEEDING, State.TRYING):
             self._respond(call.a_txn, make_response(call.a_invite, status, reason, to_tag=call.a_tag))
         call.sip_code = status
         call.disposition = {486: "busy", 487: "cancelled", 408: "no-answer", 480: "no-answer"}.get(
@@ -556,17 +745,18 @@ class B2BUA:
         if call.b_media is not None:
             self.media.release(call.b_media)
         call.b_media = call.b_sdp = None
-        call.forks.clear()
+        self._withdraw_forks(call, list(call.forks))
         if call.connect_waiter is not None and not call.connect_waiter.done():
-            call.connect_waiter.set_result(False)
+            status = FAILURE_MAP.get(
+                call.best_failure, 480 if call.best_failure >= 500 else call.best_failure
+            )
+            call.connect_waiter.set_result(RingOutcome(None, status or 480))
 
     def _ring_timeout(self, call: Call, deadline: float) -> None:
         if deadline != call.ring_deadline:
             return  # an earlier attempt's timer
         if call.answer is not None and call.b_dialog is None and call.forks:
-            for fork in call.forks:  # an application's connect() was not answered
-                if not fork.done:
-                    self._cancel_fork(fork)
+            call.best_failure = 408  # an application's ring() was not answered
             self._connect_failed(call)
             return
         if call.state in (CallState.ROUTING, CallState.RINGING):
@@ -689,6 +879,7 @@ class B2BUA:
             self._fork(call, uri, peer, offer, transfer=transfer)
         self._notify(transfer, "SIP/2.0 100 Trying", final=False)
         log.info("call %s: transfer to %s", call.call_id, number)
+        self._tell(call, "transferred")
         accepted = make_response(req, 202)
         accepted.headers.add("Contact", self._contact(req.top_via.transport.lower()))
         return accepted
@@ -851,10 +1042,11 @@ class B2BUA:
         _, wall = self.clock()
         call.end = wall
         if call.connect_waiter is not None and not call.connect_waiter.done():
-            call.connect_waiter.set_result(False)
+            call.connect_waiter.set_result(RingOutcome(None, 487))
         task = call.app_task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
+        self._withdraw_forks(call, [f for f in call.forks if not f.done])  # e.g. an app's ring
         recording = call.recording
         if recording is not None:
             call.a_media.stop_recording()
@@ -886,6 +1078,14 @@ class B2BUA:
             else:
                 _write_json(target, sidecar)
         log.info("call %s ended: %s (%s)", call.call_id, call.disposition, call.hangup_side)
+        self._tell(call, "ended")
+
+    def _tell(self, call: Call, what: str) -> None:
+        for listener in call.listeners:
+            try:
+                listener(what, call)
+            except Exception:
+                log.exception("call %s: %s listener failed", call.call_id, what)
 
 
 def _better_failure(current: int, new: int) -> int:
@@ -925,6 +1125,8 @@ class CallSession:
         self._call = call
         self.name = name  # the menu/queue/box from the route, e.g. "hotline" for ivr:hotline
         self.language = b2bua.config.language
+        # what applications learn about the caller, shared between them (e.g. "account", "tier" after login)
+        self.data: dict[str, Any] = {}
 
     @property
     def call_id(self) -> str:
@@ -1006,7 +1208,30 @@ class CallSession:
         busy, unreachable or does not answer within ``ring_timeout_s`` (the caller stays).
         """
         self.answer()
-        return await self._b2bua.connect(self._call, number)
+        return (await self._b2bua.ring(self._call, [number])).answered_by is not None
+
+    def ring(
+        self, numbers: Sequence[str], *, timeout: float | None = None, direct: bool = False
+    ) -> asyncio.Future[RingOutcome]:
+        """Ring several numbers at once (an ACD offering the call to agents); see :meth:`B2BUA.ring`.
+
+        Not a coroutine: the application keeps playing to the caller while it rings.
+        """
+        self.answer()
+        return self._b2bua.ring(self._call, numbers, timeout=timeout, direct=direct)
+
+    def withdraw(self, number: str | None = None) -> None:
+        """Stop ringing ``number`` (all when None)."""
+        self._b2bua.withdraw(self._call, number)
+
+    def listen(self, listener: Callable[[str, Call], None]) -> None:
+        """Be told ``"ended"`` when the call ends and ``"transferred"`` when the callee REFERs it."""
+        self._call.listeners.append(listener)
+
+    @property
+    def hangup_side(self) -> str | None:
+        """Who ended the call: "caller", "callee" or "system" (None while it goes on)."""
+        return self._call.hangup_side
 
     def hangup(self, status: int = 480) -> None:
         """End the call: BYE when answered, else a final ``status`` to the caller."""

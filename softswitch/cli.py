@@ -183,6 +183,66 @@ def cmd_broker_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from .acd.control import ControlError, control_request
+
+    config = _load(args.config)
+    request = {"cmd": "agent", "agent": args.agent, "action": args.action, "reason": args.reason or ""}
+    try:
+        answer = control_request(config.acd.control_socket, request)
+    except ControlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not answer.get("ok"):
+        print(f"error: {answer.get('error')}", file=sys.stderr)
+        return 1
+    print(f"agent {args.agent}: {answer.get('state')}")
+    return 0
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from .acd.control import ControlError, control_request
+
+    config = _load(args.config)
+    try:
+        answer = control_request(config.acd.control_socket, {"cmd": "status"})
+    except ControlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    status = answer.get("status") or {}
+    if args.json:
+        import json
+
+        print(json.dumps(status, indent=1, sort_keys=True))
+        return 0
+    now = time.time()
+    print(f"{'agent':<10} {'state':<10} {'for':>7} {'registered':<10} {'calls':>5}  reason")
+    for agent_id, a in sorted(status.get("agents", {}).items()):
+        since = a.get("since")
+        held = f"{now - since:.0f}s" if isinstance(since, (int, float)) else ""
+        print(f"{agent_id:<10} {a.get('state', ''):<10} {held:>7} {a.get('registered', '')!s:<10} "
+              f"{a.get('calls', 0):>5}  {a.get('reason') or ''}")  # fmt: skip
+    for name, q in sorted(status.get("queues", {}).items()):
+        print(f"queue {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(q.items())))
+    return 0
+
+
+def cmd_callbacks_list(args: argparse.Namespace) -> int:
+    from .acd.callbacks import format_time, list_callbacks
+
+    config = _load(args.config)
+    rows = list_callbacks(config.data_dir, state=args.state)
+    if not rows:
+        print("no callback requests")
+        return 0
+    print(f"{'id':>5} {'queue':<12} {'number':<16} {'requested':<19} {'state':<8} {'tries':>5} "
+          f"{'agent':<8} last attempt")  # fmt: skip
+    for r in rows:
+        print(f"{r.id:>5} {r.queue:<12} {r.number:<16} {format_time(r.requested_at):<19} {r.state:<8} "
+              f"{r.attempts:>2}/{r.max_attempts:<2} {r.agent or '':<8} {format_time(r.last_attempt)}")  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .cdr import Disposition
 
@@ -228,6 +288,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = broker_sub.add_parser("seed", help="create the demo accounts (idempotent) and print them")
     seed.add_argument("-c", "--config", required=True)
     seed.set_defaults(func=cmd_broker_seed)
+    from .acd.report import add_report_parser
+
+    add_report_parser(sub)
+    agent = sub.add_parser("agent", help="log an agent in or out, pause or unpause (running switch)")
+    agent.add_argument("action", choices=["login", "logout", "pause", "unpause"])
+    agent.add_argument("agent", metavar="AGENT", help="agent id ([agents.ID])")
+    agent.add_argument("-c", "--config", required=True)
+    agent.add_argument("--reason", help="pause reason code")
+    agent.set_defaults(func=cmd_agent)
+    agents = sub.add_parser("agents", help="agents' states and queues of the running switch")
+    agents.add_argument("-c", "--config", required=True)
+    agents.add_argument("--json", action="store_true")
+    agents.set_defaults(func=cmd_agents)
+    callbacks = sub.add_parser("callbacks", help="queue callback requests")
+    callbacks_sub = callbacks.add_subparsers(dest="action", required=True)
+    cb_list = callbacks_sub.add_parser("list", help="list callback requests, oldest first")
+    cb_list.add_argument("-c", "--config", required=True)
+    cb_list.add_argument("--state", choices=["waiting", "calling", "done", "failed"])
+    cb_list.set_defaults(func=cmd_callbacks_list)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -13,16 +13,20 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .sip.auth import Credentials
+
+if TYPE_CHECKING:
+    from .acd.config import AcdSettings
+    from .acd.settings import AgentSettings, QueueSettings
 
 TRANSPORTS = ("udp", "tcp", "tls")
 LANGUAGES = ("zh", "en")
 ROUTE_TARGET = re.compile(r"^(extension|(ivr|queue|voicemail|trunk):[A-Za-z0-9_.-]+)$")
 KNOWN_SECTIONS = {
     "switch", "registrar", "accounts", "routes", "recording", "trading", "ivr", "queues",
-    "agents", "trunks", "accounts_file", "calls",
+    "agents", "trunks", "accounts_file", "calls", "acd",
 }  # fmt: skip
 
 
@@ -105,10 +109,21 @@ class Config:
     # SIPp answers only the first challenge. SHA-256 is one config line away.
     auth_algorithms: tuple[str, ...] = ("MD5",)
     raw: dict[str, Any] = field(default_factory=dict)
+    queues: dict[str, QueueSettings] = field(default_factory=dict)
+    agents: dict[str, AgentSettings] = field(default_factory=dict)
+    acd: AcdSettings = field(default_factory=lambda: _acd_settings())
 
     def route(self, number: str) -> Route | None:
-        """The dial plan's first route matching ``number``, or None."""
+        """The dial plan's first route matching ``number``, or None; agents' feature codes come first."""
+        if self.acd.feature(number) is not None:
+            return Route(number, "feature:agent", None)
         return next((r for r in self.routes if r.matches(number)), None)
+
+
+def _acd_settings() -> AcdSettings:
+    from .acd.config import AcdSettings
+
+    return AcdSettings()
 
 
 class _Checker:
@@ -411,6 +426,9 @@ def load_config(path: str | Path) -> Config:
 
     _load_calls(chk, raw, cfg)
     _check_ivr(chk, raw, cfg)
+    from .acd.config import load_acd
+
+    load_acd(chk, raw, cfg)
     if chk.problems:
         raise ConfigError(chk.problems)
     from .trading.settings import trading_settings

@@ -9,7 +9,7 @@ seconds) so it keeps counting across a restart.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,8 @@ class LocationStore:
         self._by_aor: dict[str, list[Binding]] = {}
         self._dirty: dict[tuple[str, str], Binding | None] = {}  # None: deleted
         self._db: sqlite3.Connection | None = None
+        # told the AOR whenever its bindings change (the ACD tracks agents' phones with it)
+        self.on_change: Callable[[str], None] | None = None
         if db_path is not None:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
@@ -97,6 +99,8 @@ class LocationStore:
         else:
             items.append(binding)
         self._dirty[(binding.aor, binding.contact)] = binding
+        if self.on_change is not None:
+            self.on_change(binding.aor)
 
     def delete(self, aor: str, contact: str) -> None:
         items = self._by_aor.get(aor)
@@ -106,6 +110,8 @@ class LocationStore:
         if not items:
             del self._by_aor[aor]
         self._dirty[(aor, contact)] = None
+        if self.on_change is not None:
+            self.on_change(aor)
 
     def sweep(self, now: float) -> int:
         """Forget expired bindings; returns how many."""

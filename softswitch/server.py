@@ -10,6 +10,10 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .acd.callbacks import CallbackStore
+from .acd.control import ControlServer
+from .acd.queue_log import QueueLog
+from .acd.service import AcdService
 from .calls import B2BUA, CallSession
 from .cdr import CdrStore
 from .cdr import db_path as cdr_db
@@ -64,6 +68,8 @@ class SwitchServer:
         self.media: MediaEngine | None = None
         self.recorder: RecorderThread | None = None
         self.cdr: CdrStore | None = None
+        self.acd: AcdService | None = None
+        self.control: ControlServer | None = None
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="softswitch-io")
 
     async def start(self) -> list[Listener]:
@@ -77,6 +83,14 @@ class SwitchServer:
                 await self.transports.close()
                 raise ListenError(f"cannot listen on {listener}: {e.strerror or e}") from None
         self._start_calls()
+        if self.acd is not None:
+            self.acd.start()
+            self.control = ControlServer(self.config.acd.control_socket, self.acd)
+            try:
+                await self.control.start()
+            except OSError as e:
+                log.error("control socket %s not available: %s", self.config.acd.control_socket, e)
+                self.control = None
         tune_gc()
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         log.info("listening on %s", ", ".join(str(lst) for lst in self.listeners))
@@ -133,7 +147,13 @@ class SwitchServer:
             log.error("trading back end not available: %s", e)
             flows = {}
         calls.apps["voicemail"] = make_voicemail_app(config.data_dir)
-        calls.apps["ivr"] = make_ivr_app(menus, flows, voicemail=voicemail)
+        acd = AcdService(config, queue_log=QueueLog(config.data_dir), store=self.store, voicemail=voicemail,
+                         callbacks=CallbackStore(config.data_dir))  # fmt: skip
+        acd.attach(calls)
+        self.acd = acd
+        calls.apps["queue"] = acd.queue_app
+        calls.apps["feature"] = acd.feature_app
+        calls.apps["ivr"] = make_ivr_app(menus, flows, voicemail=voicemail, on_queue=acd.serve_caller)
 
     def _flush_calls(self) -> None:
         """Send what the B2BUA queued outside a packet or timer (media events)."""
@@ -207,6 +227,10 @@ class SwitchServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
+        if self.control is not None:
+            await self.control.stop()
+        if self.acd is not None:
+            await self.acd.stop()
         await self.transports.close()
         if self.media is not None:
             self.media.stop()

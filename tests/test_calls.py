@@ -87,9 +87,11 @@ def answer_to(req: Request, status: int, tag: str = "calleetag", body: bytes = b
 class Caller:
     """1001's phone: INVITE with digest, ACK, BYE, CANCEL, re-INVITE."""
 
-    def __init__(self, net: Net, number: str = "1002", call_id: str = "call-1@a") -> None:
+    def __init__(
+        self, net: Net, number: str = "1002", call_id: str = "call-1@a", user: str = "1001", port: int = 6001
+    ) -> None:
         self.net = net
-        self.reg = Registration("1001", "pw1001", port=6001, server=SWITCH, call_id=call_id)
+        self.user, self.port, self.peer = user, port, Peer("udp", "127.0.0.1", port)
         self.number = number
         self.call_id = call_id
         self.cseq = 0
@@ -114,13 +116,13 @@ class Caller:
         to = f"<sip:{self.number}@{SWITCH}>" + (f";tag={self.to_tag}" if self.to_tag else "")
         lines = [
             f"{method} sip:{self.number}@{SWITCH} SIP/2.0",
-            f"Via: SIP/2.0/UDP 127.0.0.1:6001;branch={branch};rport",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport",
             "Max-Forwards: 70",
-            "From: <sip:1001@hotline.example>;tag=callertag",
+            f"From: <sip:{self.user}@hotline.example>;tag=callertag",
             f"To: {to}",
             f"Call-ID: {self.call_id}",
             f"CSeq: {cseq} {method}",
-            "Contact: <sip:1001@127.0.0.1:6001>",
+            f"Contact: <sip:{self.user}@127.0.0.1:{self.port}>",
         ]
         if auth:
             lines.append(f"Proxy-Authorization: {auth}")
@@ -133,17 +135,20 @@ class Caller:
 
     def invite(self) -> list[Request | Response]:
         """INVITE, 407, ACK, INVITE with credentials; returns what the caller got (100 Trying, ...)."""
-        self.net.deliver(self.request("INVITE", offer(7000)), A)
-        (challenge,) = finals(self.net.take(A))
+        a = self.peer
+        self.net.deliver(self.request("INVITE", offer(7000)), a)
+        (challenge,) = finals(self.net.take(a))
         assert isinstance(challenge, Response) and challenge.status == 407
         self.net.deliver(
-            self.request("ACK", cseq=self.cseq), A
+            self.request("ACK", cseq=self.cseq), a
         )  # the ACK for the 407 (same branch in real life)
-        self.net.sent.pop(A, None)
+        self.net.sent.pop(a, None)
         value = challenge.headers.get("Proxy-Authenticate") or ""
-        auth = digest_authorization(value, "1001", "pw1001", "INVITE", f"sip:{self.number}@{SWITCH}")
-        self.net.deliver(self.request("INVITE", offer(7000), auth=auth), A)
-        got = self.net.take(A)
+        auth = digest_authorization(
+            value, self.user, f"pw{self.user}", "INVITE", f"sip:{self.number}@{SWITCH}"
+        )
+        self.net.deliver(self.request("INVITE", offer(7000), auth=auth), a)
+        got = self.net.take(a)
         assert isinstance(got[0], Response) and got[0].status == 100
         return got
 

@@ -71,13 +71,26 @@ retries = 3
 "0" = "queue:a_shares"
 [queues.a_shares]
 strategy = "longest_idle"
+skill = "a_shares"
+ring_timeout_s = 15
+wrapup_s = 10
+max_wait_s = 300
+announce_position_every_s = 30
+vip_priority = true
+on_timeout = "voicemail:a_shares"
+music = "moh"
 [agents.2001]
 extension = "2001"
+skills = { a_shares = 5, hk_stocks = 2 }
+[accounts.2001]
+password = "pw2001"
 """,
         )
     )
     assert [str(lst) for lst in cfg.listen][-1] == "udp://[::1]:5060"
-    assert set(cfg.accounts) == {"1000", "1001", "3001", "3002"}
+    assert set(cfg.accounts) == {"1000", "1001", "2001", "3001", "3002"}
+    assert cfg.queues["a_shares"].on_timeout == "voicemail:a_shares"
+    assert dict(cfg.agents["2001"].skills) == {"a_shares": 5, "hk_stocks": 2}
     assert cfg.accounts["3001"].name == "Ann"
     assert cfg.accounts["1001"].credentials.ha1_md5 == "0123456789abcdef0123456789abcdef"
     assert cfg.routes[0].matches("95565") and not cfg.routes[0].matches("955650")
