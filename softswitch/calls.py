@@ -1229,6 +1229,11 @@ class CallSession:
         self._call.listeners.append(listener)
 
     @property
+    def digits_received(self) -> int:
+        """How many digits the caller keyed so far (the digits themselves are never kept: PINs)."""
+        return self._call.a_media.digits_received
+
+    @property
     def hangup_side(self) -> str | None:
         """Who ended the call: "caller", "callee" or "system" (None while it goes on)."""
         return self._call.hangup_side

@@ -111,8 +111,9 @@ class SwitchServer:
             repaired = repair_recordings(config.data_dir)
             if repaired:
                 log.warning("repaired %d recordings cut short by a crash", len(repaired))
-            self.recorder = RecorderThread()
-            self.recorder.start()
+        # also when calls are not recorded: voicemail messages are application recordings
+        self.recorder = RecorderThread()
+        self.recorder.start()
         prompts = None
         root = default_root()
         if root.is_dir():

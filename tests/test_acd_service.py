@@ -133,6 +133,18 @@ async def settle() -> None:
         await asyncio.sleep(0.01)
 
 
+async def until(acd: Acd, peer: Peer, method: str, timeout: float = 3.0) -> list[Request]:
+    """Wait (bounded) until the switch sends ``method`` requests to ``peer``; returns them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        acd.net.tick(0.0)
+        got = acd.net.requests(peer, method)
+        if got or loop.time() > deadline:
+            return got
+        await asyncio.sleep(0.02)
+
+
 async def dial(acd: Acd, caller: Caller) -> list[Request | Response]:
     """INVITE with digest; ACKs the switch's 200 once the application answered; returns what came."""
     caller.invite()
@@ -147,10 +159,9 @@ async def dial(acd: Acd, caller: Caller) -> list[Request | Response]:
 async def feature(acd: Acd, agent: str, port: int, code: str) -> None:
     phone = Caller(acd.net, number=code, call_id=f"fc-{agent}-{code}", user=agent, port=port)
     got = await dial(acd, phone)
-    await settle()
-    acd.net.tick(0.0)
-    got += acd.net.take(phone.peer)
-    byes = [m for m in got if isinstance(m, Request) and m.method == "BYE"]
+    byes = [m for m in got if isinstance(m, Request) and m.method == "BYE"] or await until(
+        acd, phone.peer, "BYE"
+    )
     assert byes, "the feature-code call is hung up after its prompt"
     acd.net.deliver(answer_to(byes[0], 200), phone.peer)
 
@@ -253,8 +264,7 @@ async def test_callback_keeps_the_place_rings_the_agent_first_then_the_customer(
     await settle()
     call.a_media.feed_digit("1")  # confirm the number read out (the caller's own, 1005)
     await settle()
-    acd.net.tick(0.0)
-    assert acd.net.requests(caller.peer, "BYE"), "the switch hangs up after taking the request"
+    assert await until(acd, caller.peer, "BYE"), "the switch hangs up after taking the request"
     (req,) = list_callbacks(acd.net.calls.config.data_dir)
     assert (req.queue, req.number, req.state) == ("sales", "1005", "waiting")
     acd.svc.agent_command("2001", "login")  # an agent frees up: the agent is called first
@@ -264,13 +274,7 @@ async def test_callback_keeps_the_place_rings_the_agent_first_then_the_customer(
     acd.net.deliver(answer_to(inv, 200, body=offer(7300)), AGENT1)
     await settle()
     assert len(acd.net.requests(AGENT1, "ACK")) == 1
-    for _ in range(20):  # the agent hears a short intro, then the customer is dialled
-        await asyncio.sleep(0.02)
-        acd.net.tick(0.0)
-        got = invites(acd, CUSTOMER)
-        if got:
-            break
-    (cinv,) = got
+    (cinv,) = await until(acd, CUSTOMER, "INVITE")  # after a short intro to the agent
     assert cinv.request_uri.user == "1005"  # type: ignore[union-attr]
     assert list_callbacks(acd.net.calls.config.data_dir)[0].state == "calling"
     acd.net.deliver(answer_to(cinv, 200, body=offer(7400)), CUSTOMER)
@@ -280,3 +284,34 @@ async def test_callback_keeps_the_place_rings_the_agent_first_then_the_customer(
     events = [e for e, _, _ in acd.events()]
     assert events[:2] == ["ENTERQUEUE", "CALLBACK"]
     assert events[-2:] == ["CALLBACKCONNECT", "CONNECT"]
+
+
+async def test_agent_blind_transfer_is_logged_and_frees_the_agent(acd: Acd) -> None:
+    acd.svc.agent_command("2001", "login")
+    caller = Caller(acd.net, number="800", call_id="q-6")
+    await dial(acd, caller)
+    await settle()
+    (inv,) = invites(acd, AGENT1)
+    acd.net.deliver(answer_to(inv, 200, body=offer(7100)), AGENT1)
+    await settle()
+    acd.net.tick(20.0)
+    refer = (
+        f"REFER sip:switch@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6011;branch=z9hG4bKref1\r\n"
+        f"Max-Forwards: 70\r\nFrom: {inv.headers.get('To')};tag=calleetag\r\nTo: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\nCSeq: 2 REFER\r\nContact: <sip:2001@127.0.0.1:6011>\r\n"
+        f"Refer-To: <sip:1005@hotline.example>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    acd.net.deliver(refer, AGENT1)
+    assert [m.status for m in acd.net.take(AGENT1) if isinstance(m, Response)] == [202]
+    assert acd.svc.core.agent_state("2001") is AgentState.WRAP_UP
+    (target,) = invites(acd, CUSTOMER)
+    acd.net.deliver(answer_to(target, 200, tag="ctag", body=offer(7500)), CUSTOMER)
+    call = acd.net.calls.calls["q-6"]
+    assert call.b_dialog is not None and call.b_dialog.call_id == target.call_id
+    acd.net.deliver(caller.request("BYE"), caller.peer)
+    acd.log.flush()
+    transfer = [e for e in acd.log.entries(0, 2e9) if e.event == "TRANSFER"]
+    assert [(e.agent, e.data[0], e.data[3]) for e in transfer] == [("2001", "1005", "20")]  # talked 20 s
+    assert [e for e, _, _ in acd.events()][-1] == "TRANSFER"  # the caller's later BYE logs nothing more
+    acd.tick(5.0)
+    assert acd.svc.core.agent_state("2001") is AgentState.AVAILABLE

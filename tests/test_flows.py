@@ -11,14 +11,16 @@ from typing import Any
 
 import pytest
 
-from softswitch.ivr.flows import make_flows
+from softswitch.ivr.flows import _order_numbers, make_flows
 from softswitch.ivr.menu import IvrContext
 from softswitch.media.prompts import load_manifest
 from softswitch.media.say import say_change, say_money, say_price
 from softswitch.trading import BrokerUnavailable, SimBroker, mask_account, seed_demo
+from softswitch.trading.base import Order, OrderResult, OrderStatus, RejectReason
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = set(load_manifest(ROOT / "prompts" / "zh" / "manifest.toml").prompts)
+PROMPTS_EN = set(load_manifest(ROOT / "prompts" / "en" / "manifest.toml").prompts)
 NOW = 1_700_000_000.0
 ACCOUNT, PIN = "10000001", "123456"
 LOGIN = [ACCOUNT, PIN]
@@ -33,6 +35,7 @@ class FakeSession:
         self.call_id = "call-1"
         self.events: list[tuple[str, Any]] = []
         self.paused = False
+        self.data: dict[str, Any] = {}
 
     @property
     def prompts(self) -> list[str]:
@@ -98,6 +101,35 @@ async def test_login_ok(broker: Any) -> None:
     ctx = await run(broker, "login", LOGIN)
     assert ctx.played == ["enter_account", "enter_pin", "login_ok"]
     assert ctx.data["account"] == ACCOUNT
+    # the rest of the call (the ACD) learns who called
+    assert ctx.session.data == {"account": ACCOUNT, "tier": "normal"}
+
+
+async def test_login_tells_the_call_the_vip_tier(broker: Any) -> None:
+    ctx = await run(broker, "login", ["10000002", "654321"])
+    assert ctx.session.data == {"account": "10000002", "tier": "vip"}
+
+
+async def test_login_stands_when_the_tier_is_unavailable(
+    broker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class NoTier(SimBroker):
+        async def tier(self, account: str) -> str:
+            raise BrokerUnavailable("timeout")
+
+    b = NoTier(broker.db_path, clock=lambda: NOW)
+    try:
+        ctx = await run(b, "login", ["10000002", "654321"])
+    finally:
+        b.close()
+    assert ctx.played[-1] == "login_ok"
+    assert ctx.session.data == {"account": "10000002", "tier": "normal"}
+    assert "10000002" not in caplog.text
+
+
+async def test_failed_login_tells_the_call_nothing(broker: Any) -> None:
+    ctx = await run(broker, "login", [ACCOUNT, "1", ACCOUNT, "2", ACCOUNT, "3"])
+    assert ctx.session.data == {}
 
 
 async def test_login_wrong_three_times_locks(broker: Any) -> None:
@@ -236,6 +268,38 @@ async def test_order_not_placed_without_confirmation(broker: Any) -> None:
     assert await broker.open_orders(ACCOUNT) == []
 
 
+async def test_order_price_off_the_tick_is_explained(broker: Any) -> None:
+    # 39*825 has a third decimal: said why, then asked again; 39*820 is 39.82
+    ctx = await run(broker, "order", [*LOGIN, "1", "600036", "39*825", "39*820", "200", "1"])
+    i = ctx.played.index("order_enter_price")
+    assert ctx.played[i : i + 4] == ["order_enter_price", "order_reject_price_tick", "order_enter_price",
+                                     "order_enter_quantity"]  # fmt: skip
+    orders = await broker.open_orders(ACCOUNT)
+    assert [(o.code, o.price, o.qty) for o in orders] == [("600036", Decimal("39.82"), 200)]
+
+
+async def test_order_price_off_the_tick_three_times_gives_up(broker: Any) -> None:
+    ctx = await run(broker, "order", [*LOGIN, "1", "600036", "39*825", "1*001", "0*5555"])
+    assert ctx.played.count("order_reject_price_tick") == 3 and ctx.played[-1] == "order_reject_price_tick"
+    assert "order_enter_quantity" not in ctx.played and "invalid_entry" not in ctx.played
+
+
+@pytest.mark.parametrize("reason", list(RejectReason))
+async def test_every_broker_rejection_is_spoken(broker: Any, reason: RejectReason) -> None:
+    class Rejecting(SimBroker):
+        async def place_order(self, *a: Any) -> OrderResult:
+            return OrderResult.rejected(reason)
+
+    b = Rejecting(broker.db_path, clock=lambda: NOW)
+    try:
+        ctx = await run(b, "order", [*LOGIN, "1", "600036", "39*82", "200", "1"])
+    finally:
+        b.close()
+    name = f"order_reject_{reason.value}"
+    assert ctx.played[-2:] == ["order_rejected", name]
+    assert name in PROMPTS and name in PROMPTS_EN
+
+
 async def test_order_invalid_price_retries(broker: Any) -> None:
     ctx = await run(broker, "order", [*LOGIN, "3", "1", "600036", "1*2*3", "39*", "*5"])
     assert ctx.played[ctx.played.index("order_buy_or_sell") + 1] == "invalid_entry"
@@ -244,15 +308,54 @@ async def test_order_invalid_price_retries(broker: Any) -> None:
     assert await broker.open_orders(ACCOUNT) == []
 
 
-async def test_cancel_flow(broker: Any) -> None:
+def _spoken_ids(played: list[str]) -> list[str]:
+    """The order numbers read out after each order_number_is."""
+    out = []
+    for i, p in enumerate(played):
+        if p == "order_number_is":
+            digits = []
+            for q in played[i + 1 :]:
+                if not q.startswith("digit_"):
+                    break
+                digits.append(q[-1])
+            out.append("".join(digits))
+    return out
+
+
+async def test_cancel_by_the_order_number_read_out(broker: Any) -> None:
+    # the caller keys the order number as the listing reads it (and as order_placed said it)
+    ids = []
+    for _ in range(3):
+        placed = await broker.place_order(ACCOUNT, "buy", "600036", Decimal("39.82"), 100)
+        assert placed.accepted and placed.order_id
+        ids.append(placed.order_id)
+    target = ids[1]
+    unknown = str(max(int(i) for i in ids) + 7)
+    ctx = await run(broker, "cancel", [*LOGIN, "1*2", unknown, f"00{target}", "1"])
+    listing = ctx.played[: ctx.played.index("cancel_enter_order")]
+    assert _spoken_ids(listing) == ids
+    assert "order_you_are_buying" in listing and "stock_600036" in listing
+    assert ctx.played.count("cancel_enter_order") == 3
+    enter = [i for i, p in enumerate(ctx.played) if p == "cancel_enter_order"]
+    assert ctx.played[enter[0] + 1] == "invalid_entry" and ctx.played[enter[1] + 1] == "cancel_not_found"
+    assert ctx.played[-2:] == ["cancel_confirm", "cancel_done"]
+    assert [o.order_id for o in await broker.open_orders(ACCOUNT)] == [ids[0], ids[2]]
+
+
+async def test_cancel_an_order_index_is_not_an_order_number(broker: Any) -> None:
     placed = await broker.place_order(ACCOUNT, "buy", "600036", Decimal("39.82"), 100)
-    assert placed.accepted
-    ctx = await run(broker, "cancel", [*LOGIN, "5", "1", "1"])
-    i = ctx.played.index("order_number_is")
-    assert ctx.played[i - 1] == "digit_1"  # index 1
-    assert ctx.played[i + 1 : i + 1 + len(placed.order_id)] == [f"digit_{d}" for d in placed.order_id]
-    assert "order_you_are_buying" in ctx.played and "stock_600036" in ctx.played
-    assert ctx.played.count("cancel_enter_order") == 2 and "invalid_entry" in ctx.played
+    assert placed.accepted and placed.order_id
+    wrong = str(int(placed.order_id) + 1)
+    ctx = await run(broker, "cancel", [*LOGIN, wrong, "", wrong])
+    assert ctx.played.count("cancel_not_found") == 2 and "no_input" in ctx.played
+    assert "cancel_confirm" not in ctx.played
+    assert len(await broker.open_orders(ACCOUNT)) == 1
+
+
+async def test_cancel_flow_then_nothing_left(broker: Any) -> None:
+    placed = await broker.place_order(ACCOUNT, "buy", "600036", Decimal("39.82"), 100)
+    assert placed.order_id
+    ctx = await run(broker, "cancel", [*LOGIN, placed.order_id, "1"])
     assert ctx.played[-2:] == ["cancel_confirm", "cancel_done"]
     assert await broker.open_orders(ACCOUNT) == []
     await run(broker, "cancel", [], ctx)
@@ -260,10 +363,21 @@ async def test_cancel_flow(broker: Any) -> None:
 
 
 async def test_cancel_declined_keeps_order(broker: Any) -> None:
-    await broker.place_order(ACCOUNT, "buy", "600036", Decimal("39.82"), 100)
-    ctx = await run(broker, "cancel", [*LOGIN, "1", "2"])
+    placed = await broker.place_order(ACCOUNT, "buy", "600036", Decimal("39.82"), 100)
+    assert placed.order_id
+    ctx = await run(broker, "cancel", [*LOGIN, placed.order_id, "2"])
     assert ctx.played[-1] == "cancel_confirm"
     assert len(await broker.open_orders(ACCOUNT)) == 1
+
+
+def test_orders_without_numeric_ids_are_numbered_by_position() -> None:
+    def order(order_id: str) -> Order:
+        return Order(order_id, "buy", "600036", "x", Decimal("1"), 100, OrderStatus.OPEN, NOW)
+
+    numeric = [order("17"), order("4")]
+    assert _order_numbers(numeric) == {"17": numeric[0], "4": numeric[1]}
+    mixed = [order("17"), order("B-2")]
+    assert _order_numbers(mixed) == {"1": mixed[0], "2": mixed[1]}
 
 
 @pytest.mark.parametrize(
@@ -310,7 +424,8 @@ async def test_pin_and_account_never_logged(broker: Any, caplog: pytest.LogCaptu
     caplog.set_level(logging.DEBUG)
     ctx = await run(broker, "login", [ACCOUNT, "654987", ACCOUNT, PIN])
     await run(broker, "order", ["1", "600036", "39*82", "100", "1"], ctx)
-    await run(broker, "cancel", ["1", "1"], ctx)
+    (order,) = await broker.open_orders(ACCOUNT)
+    await run(broker, "cancel", [order.order_id, "1"], ctx)
     text = caplog.text
     assert mask_account(ACCOUNT) in text
     for secret in (ACCOUNT, PIN, "654987"):

@@ -54,6 +54,7 @@ class FakeSession:
         self.languages: list[str] = []  # the language each prompt was played in
         self.collects: list[dict[str, Any]] = []
         self.connected: list[str] = []
+        self.digits_received = 0
         self.recording: Any = None
         self.record_paths: list[Path] = []
 
@@ -86,6 +87,7 @@ class FakeSession:
             return ""
         await asyncio.sleep(0)
         assert isinstance(item, str)
+        self.digits_received += len(item)
         return item
 
     async def say_number(self, value: int | str, *, barge_in: bool = True) -> bool:
@@ -316,6 +318,8 @@ async def test_prompt_log_once_per_call(caplog: pytest.LogCaptureFixture) -> Non
         await run(s)
     lines = [r.getMessage() for r in caplog.records if "prompts:" in r.getMessage()]
     assert lines == ["ivr call-1 prompts: welcome,main_menu,welcome,main_menu,goodbye"]
+    counts = [r.getMessage() for r in caplog.records if "digits:" in r.getMessage()]
+    assert counts == ["ivr call-1 digits: 2"]  # how many, never which (PINs)
 
 
 async def test_pcm_prompts_are_logged_as_pcm() -> None:

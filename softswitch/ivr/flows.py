@@ -7,10 +7,16 @@ common to all of them:
   :data:`MAX_TRIES` failures the flow returns to the menu it was started from.
 - :class:`BrokerUnavailable` anywhere plays ``system_busy`` and returns (the call goes on).
 - balance, positions, order and cancel run the login first when the call is not logged in.
+- order: a price with a third decimal is refused with ``order_reject_price_tick`` (the 0.01 tick);
+  a rejection by the broker is spoken (``order_rejected`` + ``order_reject_<reason>``).
+- cancel: the open orders are read out by order number (as ``order_placed`` said it), and the
+  caller keys the number of the one to cancel; an unknown number plays ``cancel_not_found``.
 - The PIN is never logged and the account number only masked; the call recording is paused
   while the PIN is keyed (``pause_during_pin``).
 
-Per-call state lives in ``ctx.data``: ``account`` (logged in) and ``login_locked`` (too many wrong PINs).
+Per-call IVR state lives in ``ctx.data``: ``account`` (logged in) and ``login_locked`` (too many
+wrong PINs). A login also tells the rest of the call (the ACD) who called, in ``session.data``:
+``account`` and ``tier`` ("vip" or "normal", which gives VIP callers priority in the queue).
 """
 
 from __future__ import annotations
@@ -26,12 +32,21 @@ from ..media.say import (
     say_digits,
     say_holding,
     say_money,
-    say_number,
     say_order_readback,
     say_price,
     say_stock,
 )
-from ..trading.base import AuthOutcome, Broker, BrokerUnavailable, Quote, RejectReason, Side, mask_account
+from ..trading.base import (
+    TICK,
+    AuthOutcome,
+    Broker,
+    BrokerUnavailable,
+    Order,
+    Quote,
+    RejectReason,
+    Side,
+    mask_account,
+)
 from .menu import Flow, IvrContext
 
 if TYPE_CHECKING:
@@ -46,22 +61,17 @@ MAX_LOGIN_FAILURES = 3  # wrong PINs before the call's login is locked
 FIRST_TIMEOUT = 5.0
 INTER_DIGIT_TIMEOUT = 3.0
 ACCOUNT_MAX_DIGITS = 20
+ORDER_NUMBER_MAX_DIGITS = 20
 PIN_MAX_DIGITS = 12
 CODE_DIGITS = 6
 # stock_<code> prompts shipped in prompts/<lang>/manifest.toml
 DEFAULT_STOCK_PROMPTS = frozenset(f"stock_{c}" for c in ("600519", "601318", "600036", "000001", "000858"))
-# reasons with their own order_reject_<reason> prompt; the others say only order_rejected
-SPOKEN_REJECTS = frozenset(
-    {
-        RejectReason.INSUFFICIENT_CASH,
-        RejectReason.INSUFFICIENT_POSITION,
-        RejectReason.PRICE_LIMIT,
-        RejectReason.LOT_SIZE,
-        RejectReason.MARKET_CLOSED,
-    }
-)
+# reasons with their own order_reject_<reason> prompt (all of them, in both languages); a reason
+# outside this set says only order_rejected
+SPOKEN_REJECTS = frozenset(RejectReason)
+DEFAULT_TIER = "normal"  # when the broker cannot tell the tier at login
 
-_PRICE = re.compile(r"^(\d{1,7})(?:\*(\d{1,2}))?$")  # * is the decimal point: 12*34 = 12.34
+_PRICE = re.compile(r"^(\d{1,7})(?:\*(\d{1,4}))?$")  # * is the decimal point: 12*34 = 12.34
 
 
 def _digits(entry: str) -> str | None:
@@ -72,12 +82,27 @@ def _code(entry: str) -> str | None:
     return entry if len(entry) == CODE_DIGITS and _digits(entry) else None
 
 
-def _price(entry: str) -> Decimal | None:
+def _keyed_price(entry: str) -> Decimal | None:
+    """The keyed price, on the tick or not; None when it is not a price at all."""
     m = _PRICE.match(entry)
     if m is None:
         return None
     price = Decimal(f"{m[1]}.{m[2]}" if m[2] else m[1])
     return price if price > 0 else None
+
+
+def _price(entry: str) -> Decimal | None:
+    """A positive price on the 0.01 tick (12*340 is 12.34; 12*345 is off the tick: None)."""
+    price = _keyed_price(entry)
+    if price is None or price != price.quantize(TICK):
+        return None
+    return price.quantize(TICK)
+
+
+def _price_problem(entry: str) -> str | None:
+    """order_reject_price_tick for a price with a third decimal, instead of invalid_entry."""
+    price = _keyed_price(entry)
+    return "order_reject_price_tick" if price is not None and price != price.quantize(TICK) else None
 
 
 def _quantity(entry: str) -> int | None:
@@ -94,8 +119,13 @@ async def _ask(
     parse: Callable[[str], T | None],
     *,
     terminator: str = "#",
+    problem: Callable[[str], str | None] | None = None,
 ) -> T | None:
-    """Prompt, collect and parse, up to MAX_TRIES times; None when every try failed."""
+    """Prompt, collect and parse, up to MAX_TRIES times; None when every try failed.
+
+    A rejected entry plays ``problem(entry)`` when that names a prompt (why it was refused), else
+    ``invalid_entry``; no entry at all plays ``no_input``.
+    """
     for _ in range(MAX_TRIES):
         await ctx.play(prompts)
         entry = await ctx.session.collect(
@@ -107,7 +137,8 @@ async def _ask(
         value = parse(entry) if entry else None
         if value is not None:
             return value
-        await ctx.play(["invalid_entry" if entry else "no_input"])
+        why = problem(entry) if problem is not None and entry else None
+        await ctx.play([why or ("invalid_entry" if entry else "no_input")])
     return None
 
 
@@ -132,6 +163,14 @@ def make_flows(
         lang = ctx.session.language
         available = prompt_names(lang) if prompt_names is not None else DEFAULT_STOCK_PROMPTS
         return say_stock(code, lang, available)
+
+    async def caller_tier(call_id: str, account: str) -> str:
+        """The account's tier; DEFAULT_TIER when the broker fails (the login itself stands)."""
+        try:
+            return await broker.tier(account)
+        except BrokerUnavailable as e:
+            log.warning("ivr %s: tier of account %s unavailable: %s", call_id, mask_account(account), e)
+            return DEFAULT_TIER
 
     async def login(ctx: IvrContext) -> str | None:
         """The logged-in account, running the login dialogue when needed; None when it failed."""
@@ -160,7 +199,10 @@ def make_flows(
             del pin
             if outcome is AuthOutcome.OK:
                 data["account"] = account
-                log.info("ivr %s: account %s logged in", session.call_id, mask_account(account))
+                tier = await caller_tier(session.call_id, account)
+                session.data["account"] = account
+                session.data["tier"] = tier
+                log.info("ivr %s: account %s logged in (%s)", session.call_id, mask_account(account), tier)
                 await ctx.play(["login_ok"])
                 return account
             failures += 1
@@ -254,7 +296,7 @@ def make_flows(
             q = await ask_stock(ctx, "order_enter_code")
             if q is None:
                 return
-            price = await _ask(ctx, ["order_enter_price"], 11, _price)
+            price = await _ask(ctx, ["order_enter_price"], 13, _price, problem=_price_problem)
             if price is None:
                 return
             qty = await _ask(ctx, ["order_enter_quantity"], 9, _quantity)
@@ -271,7 +313,9 @@ def make_flows(
         if result.accepted:
             order_id = result.order_id or ""
             log.info("ivr %s: order %s placed: %s %s x%d", session.call_id, order_id, side, q.code, qty)
-            number = say_digits(order_id) if order_id.isdigit() and order_id.isascii() else []
+            number = (
+                say_digits(order_id, session.language) if order_id.isdigit() and order_id.isascii() else []
+            )
             await ctx.play(["order_placed", *(["order_number_is", *number] if number else [])])
             return
         reason = result.reason
@@ -280,6 +324,7 @@ def make_flows(
         await ctx.play(["order_rejected", *spoken])
 
     async def cancel_flow(ctx: IvrContext) -> None:
+        """Read out the open orders by order number; the caller keys the number of the one to cancel."""
         account = await login(ctx)
         if account is None:
             return
@@ -288,20 +333,25 @@ def make_flows(
         if not orders:
             await ctx.play(["cancel_no_orders"])
             return
+        numbered = _order_numbers(orders)
         listing: list[str] = []
-        for n, o in enumerate(orders, 1):
-            number = say_digits(o.order_id, lang) if o.order_id.isdigit() and o.order_id.isascii() else []
-            listing += [*say_number(n, lang), "order_number_is", *number]
+        for number, o in numbered.items():
+            listing += ["order_number_is", *say_digits(number, lang)]
             listing += say_order_readback(o.side, stock(ctx, o.code), o.qty, o.price, lang)
 
-        def pick(entry: str) -> int | None:
-            n = _quantity(entry)
-            return n if n is not None and n <= len(orders) else None
+        by_value = {int(number): o for number, o in numbered.items()}  # 017 is order 17
 
-        index = await _ask(ctx, [*listing, "cancel_enter_order"], 4, pick)
-        if index is None:
+        def pick(entry: str) -> Order | None:
+            return by_value.get(int(entry)) if _digits(entry) else None
+
+        def problem(entry: str) -> str | None:
+            return "cancel_not_found" if _digits(entry) else None
+
+        order = await _ask(
+            ctx, [*listing, "cancel_enter_order"], ORDER_NUMBER_MAX_DIGITS + 1, pick, problem=problem
+        )
+        if order is None:
             return
-        order = orders[index - 1]
         if await _choose(ctx, ["cancel_confirm"], "12") != "1":
             return
         ok = await broker.cancel_order(account, order.order_id)
@@ -322,6 +372,14 @@ def make_flows(
         "cancel": cancel_flow,
     }
     return {name: _guarded(name, body) for name, body in bodies.items()}
+
+
+def _order_numbers(orders: Sequence[Order]) -> dict[str, Order]:
+    """The number each open order is read out and keyed by: its order id when every id is digits
+    (as the broker confirmed it when the order was placed), else its position in the list (1, 2, ...)."""
+    if all(o.order_id.isdigit() and o.order_id.isascii() for o in orders):
+        return {o.order_id: o for o in orders}
+    return {str(n): o for n, o in enumerate(orders, 1)}
 
 
 def _guarded(name: str, body: Callable[[IvrContext], Awaitable[None]]) -> Flow:

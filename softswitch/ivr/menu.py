@@ -233,6 +233,7 @@ def make_ivr_app(
             await run_menu(ctx, session.name, flows, on_queue=on_queue, voicemail=voicemail)
         finally:
             log.info("ivr %s prompts: %s", session.call_id, ",".join(ctx.played))
+            log.info("ivr %s digits: %d", session.call_id, session.digits_received)
 
     return ivr_app
 

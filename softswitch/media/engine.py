@@ -284,6 +284,7 @@ class MediaEngine:
     def _digit(self, leg: Leg, digit: str, source: str) -> None:
         if leg.closed:
             return
+        leg.digits_received += 1
         if leg.mode == Mode.PROMPT and leg.barge_in:
             leg._finish_playback(False)
             leg.mode = Mode.SILENCE

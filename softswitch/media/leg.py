@@ -136,6 +136,7 @@ class Leg:
         self.rfc4733 = Rfc4733Receiver()
         self.inband = True  # until RFC 4733 packets are seen ("auto")
         self.digits: deque[str] = deque(maxlen=32)  # type-ahead
+        self.digits_received = 0  # every digit the caller keyed (counted, never logged: PINs)
         self.collector: _Collector | None = None
         self.peer: Leg | None = None
         self.recording: Recording | None = None  # the call recording
