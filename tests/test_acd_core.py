@@ -69,12 +69,17 @@ def rung(events: Iterable[Event]) -> list[str]:
     return [a for r in rings(events) for a in r.agents]
 
 
-def logs(events: Iterable[Event], *, agents: bool = False) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(event, agent, data) of the queue-log entries (caller events only unless ``agents``)."""
+def logs(
+    events: Iterable[Event], *, agents: bool = False, rings: bool = False
+) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(event, agent, data) of the queue-log entries (caller events only unless ``agents``; the
+    RINGAGENT of every ring only with ``rings``)."""
     return [
         (e.event, e.agent, e.data)
         for e in events
-        if isinstance(e, QueueLogEntry) and (agents or e.call_id != "NONE")
+        if isinstance(e, QueueLogEntry)
+        and (agents or e.call_id != "NONE")
+        and (rings or e.event != "RINGAGENT")
     ]
 
 
@@ -636,7 +641,8 @@ def test_queue_log_of_a_normal_call() -> None:
         ("CONNECT", "a1", ("35", "c1", "5")),
         ("COMPLETECALLER", "a1", ("35", "60", "1")),
     ]
-    assert [e.time for e in ev if isinstance(e, QueueLogEntry) and e.call_id == "c1"] == [100.0, 135.2, 195.6]
+    times = [e.time for e in ev if isinstance(e, QueueLogEntry) and e.call_id == "c1"]
+    assert times == [100.0, 130.0, 135.2, 195.6]  # with the RINGAGENT at 130
 
 
 def test_abandon_is_logged_with_position_and_wait() -> None:
@@ -717,3 +723,11 @@ def test_random_strategy_heap_stays_bounded() -> None:
         acd.call_ended(f"c{i}", i + 0.2, by="caller")
     acd.check_invariants()
     assert len(acd._queues["q"].heap) <= 2 * 5 + 64
+
+
+def test_every_ring_is_logged_with_the_agent_extension_and_timeout() -> None:
+    acd = make(2, ring_timeout_s=15.0)
+    ev = acd.join("c1", "q", 10.0)
+    assert logs(ev, rings=True)[-1] == ("RINGAGENT", "a1", ("2001", "15"))
+    ev = acd.ring_result("c1", "a1", 25.0, answered=False)
+    assert [e[:2] for e in logs(ev, rings=True)] == [("RINGNOANSWER", "a1"), ("RINGAGENT", "a2")]

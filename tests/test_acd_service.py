@@ -194,7 +194,7 @@ async def test_feature_code_login_then_queue_call_answered_completed_and_wrapped
     acd.tick(5.0)
     assert acd.svc.core.agent_state("2001") is AgentState.AVAILABLE
     ev = acd.events()
-    assert [e for e, _, _ in ev] == ["AGENTLOGIN", "ENTERQUEUE", "CONNECT", "COMPLETECALLER"]
+    assert [e for e, _, _ in ev] == ["AGENTLOGIN", "ENTERQUEUE", "RINGAGENT", "CONNECT", "COMPLETECALLER"]
     acd.log.flush()
     connect = next(e for e in acd.log.entries(0, 2e9) if e.event == "CONNECT")
     complete = next(e for e in acd.log.entries(0, 2e9) if e.event == "COMPLETECALLER")
@@ -219,7 +219,10 @@ async def test_no_answer_goes_to_next_agent_and_unregistered_agents_are_never_ru
     await settle()
     assert acd.svc.core.agent_state("2002") is AgentState.ON_CALL
     assert acd.svc.core.agent_state("2001") is AgentState.AVAILABLE  # one miss; pause after two
-    assert [e for e, _, _ in acd.events()][-3:] == ["ENTERQUEUE", "RINGNOANSWER", "CONNECT"]
+    assert [(e, a) for e, a, _ in acd.events()][-5:] == [
+        ("ENTERQUEUE", "NONE"), ("RINGAGENT", "2001"), ("RINGNOANSWER", "2001"), ("RINGAGENT", "2002"),
+        ("CONNECT", "2002"),
+    ]  # fmt: skip
     acd.net.deliver(caller.request("BYE"), caller.peer)
     acd.net.take(caller.peer)
     # 2001's phone drops its registration: a new caller is not offered to it

@@ -777,6 +777,7 @@ class Acd:
             a.rr[q.name] = self._rr_seq
             self._set_state(a, AgentState.RINGING, now, "", out)
             a.call = c
+            out.append(QueueLogEntry(now, c.id, q.name, a.id, "RINGAGENT", (a.ext, _s(q.s.ring_timeout_s))))
         out.append(
             RingAgents(
                 c.id,
