@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
+
+from .db import open_versioned
 
 DB_NAME = "cdr.sqlite"
 SCHEMA_VERSION = 1
@@ -175,48 +176,10 @@ class CdrStore:
     """CDRs in a SQLite file (WAL). Every ``write``/``write_many`` is durable when it returns."""
 
     def __init__(self, path: Path | str) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: with WAL, NORMAL may lose the last commits on power loss; CDRs are billing data.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
-        except BaseException:
-            self._db.close()
-            raise
-
-    def _migrate(self) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:  # executescript() would commit mid-transaction, hence execute() per statement
-                for stmt in _SCHEMA_V1.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                version = int(row[0])
-                if version > SCHEMA_VERSION:
-                    raise CdrError(
-                        f"{self.path}: CDR schema version {version} is newer than this softswitch "
-                        f"({SCHEMA_VERSION})"
-                    )
-                while version < SCHEMA_VERSION:
-                    for stmt in MIGRATIONS[version].split(";"):
-                        if stmt.strip():
-                            db.execute(stmt)
-                    version += 1
-                db.execute("UPDATE schema_version SET version = ?", (version,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        self.path = Path(path)
+        # FULL: with WAL, NORMAL may lose the last commits on power loss; CDRs are billing data.
+        self._db = open_versioned(self.path, _SCHEMA_V1, SCHEMA_VERSION, MIGRATIONS, synchronous="FULL",
+                                  what="CDR", error=CdrError)  # fmt: skip
 
     def write(self, record: CallRecord) -> CallRecord:
         """Store one record (committed and fsynced on return); returns it with computed durations."""

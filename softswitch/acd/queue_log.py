@@ -25,11 +25,12 @@ last synced (statistics, not billing data: no fsync on the event loop). Pass
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from ..db import open_versioned
 
 DB_NAME = "queue_log.sqlite"
 TEXT_NAME = "queue_log"
@@ -162,44 +163,8 @@ class QueueLog:
         self._pending: list[QueueLogEvent] = []
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
-        except BaseException:
-            self._db.close()
-            raise
-
-    def _migrate(self) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:  # executescript() would commit mid-transaction, hence execute() per statement
-                for stmt in _SCHEMA_V1.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                version = int(row[0])
-                if version > SCHEMA_VERSION:
-                    raise QueueLogError(
-                        f"{self.path}: queue log schema version {version} is newer than this softswitch "
-                        f"({SCHEMA_VERSION})"
-                    )
-                while version < SCHEMA_VERSION:
-                    for stmt in MIGRATIONS[version].split(";"):
-                        if stmt.strip():
-                            db.execute(stmt)
-                    version += 1
-                db.execute("UPDATE schema_version SET version = ?", (version,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        self._db = open_versioned(self.path, _SCHEMA_V1, SCHEMA_VERSION, MIGRATIONS,
+                                  synchronous=synchronous.upper(), what="queue log", error=QueueLogError)  # fmt: skip
 
     # --- writing ---------------------------------------------------------------------------
 
