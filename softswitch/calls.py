@@ -30,7 +30,8 @@ from .cdr import CallRecord, CdrStore, Disposition, HangupSide
 from .config import Config
 from .location import LocationStore
 from .media.engine import MediaEngine, RtpTimeout
-from .media.leg import Leg, MediaEvent
+from .media.leg import Leg, MediaError, MediaEvent
+from .media.remote import WorkerDied
 from .sip import sdp
 from .sip.auth import DigestAuthenticator
 from .sip.dialog import (
@@ -203,6 +204,14 @@ class B2BUA:
         self._out(events)
         return txn
 
+    def _new_leg(self, near: Leg | None = None) -> Leg:
+        """A media leg (next to ``near``'s, for legs to be bridged); out of RTP ports: 503."""
+        try:
+            return self.media.create_leg(near=near)
+        except MediaError as e:
+            log.warning("no media leg: %s", e)
+            raise SipError(503, "Service Unavailable (no media ports)", [("Retry-After", "5")]) from None
+
     def _at(self, when: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (when, next(self._seq), fn))
 
@@ -245,11 +254,11 @@ class B2BUA:
             raise SipError(488, "Not Acceptable Here (an SDP offer is required)")
         offer = sdp.parse(req.body)
         timer = negotiate_session_timer(req)
-        a_media = self.media.create_leg()
+        a_media = self._new_leg()
         b_media: Leg | None = None
         if app is None:
             try:
-                b_media = self.media.create_leg()
+                b_media = self._new_leg(near=a_media)
             except Exception:
                 self.media.release(a_media)
                 raise
@@ -305,11 +314,11 @@ class B2BUA:
             if len(self.calls) >= self.config.max_calls:
                 raise SipError(503, "Service Unavailable (call limit)")
             ((uri, peer), *_) = self._destinations("extension", number, wall)
+            a_media = self._new_leg()
         except SipError as e:
             log.info("cannot call %s: %s", number, e.reason)
             waiter.set_result(RingOutcome(None, e.status))
             return waiter
-        a_media = self.media.create_leg()
         host = self.media.host
         a_sdp = sdp.LocalSession(address=host, port=a_media.port, session_id=int(wall))
         t, vhost, vport = self._via(peer.transport)
@@ -446,10 +455,13 @@ class B2BUA:
             except SipError as e:
                 log.info("call %s: cannot ring %s: %s", call.call_id, number, e.reason)
                 failure = _better_failure(failure, e.status)
-        if not targets:
-            waiter.set_result(RingOutcome(None, failure or 404))
+        try:
+            if not targets:
+                raise SipError(failure or 404, "")
+            call.b_media = self._new_leg(near=call.a_media)
+        except SipError as e:
+            waiter.set_result(RingOutcome(None, e.status))
             return waiter
-        call.b_media = self.media.create_leg()
         call.b_media.on_event = partial(self._media_event, call)
         call.b_sdp = sdp.LocalSession(
             address=self.media.host, port=call.b_media.port, session_id=int(wall) + 1
@@ -866,7 +878,7 @@ class B2BUA:
             raise SipError(404, "Not Found (no route for the transfer target)")
         _, wall = self.clock()
         destinations = self._destinations(route.to, number, wall)
-        media = self.media.create_leg()
+        media = self._new_leg(near=call.a_media)
         session = sdp.LocalSession(address=self.media.host, port=media.port, session_id=int(wall) + 2)
         transfer = Transfer(
             call.b_dialog, number, media, session, self.ids.call_id(self.media.host), self.ids.tag()
@@ -978,6 +990,14 @@ class B2BUA:
             self._hangup(call, "system", send_a=True, send_b=True)
 
     def _media_event(self, call: Call, event: MediaEvent) -> None:
+        if isinstance(event, WorkerDied) and call.state in (CallState.ROUTING, CallState.RINGING):
+            log.warning("call %s: its media worker died before the answer; ending it", call.call_id)
+            if call.a_txn is None:
+                self._origin_failed(call, 503)
+            else:
+                self._fail(call, 503, "Service Unavailable (media lost)")
+            self.flush()
+            return
         if isinstance(event, RtpTimeout) and call.state == CallState.ANSWERED:
             log.info("call %s: no RTP for %.0f s; hanging up", call.call_id, event.silent_for)
             self._hangup(call, "system", send_a=True, send_b=True)

@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(config))
+        runner(serve(config, media_workers=args.media_workers))
     except ListenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -251,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the switch")
     run.add_argument("-c", "--config", required=True, help="config file (TOML)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--media-workers", type=int, default=0, metavar="N",
+                     help="run the media engine in N worker processes (default 0: in the switch's process)")  # fmt: skip
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate a config file; exit 1 listing every problem")
     check.add_argument("-c", "--config", required=True)

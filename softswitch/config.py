@@ -26,7 +26,7 @@ LANGUAGES = ("zh", "en")
 ROUTE_TARGET = re.compile(r"^(extension|(ivr|queue|voicemail|trunk):[A-Za-z0-9_.-]+)$")
 KNOWN_SECTIONS = {
     "switch", "registrar", "accounts", "routes", "recording", "trading", "ivr", "queues",
-    "agents", "trunks", "accounts_file", "calls", "acd",
+    "agents", "trunks", "accounts_file", "calls", "acd", "media",
 }  # fmt: skip
 
 
@@ -105,6 +105,8 @@ class Config:
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     ring_timeout_s: float = 60.0
     rtp_timeout_s: float = 60.0
+    rtp_mode: str = "per_leg"  # [media]: "per_leg" (a port pair per leg) or "shared" (one port, batched I/O)
+    shared_rtp_port: int | None = None  # [media] shared_port: None = the first free pair of rtp_ports
     # MD5 only by default: baresip 1.0 (libre) rejects a 401 that also offers SHA-256, and
     # SIPp answers only the first challenge. SHA-256 is one config line away.
     auth_algorithms: tuple[str, ...] = ("MD5",)
@@ -425,6 +427,7 @@ def load_config(path: str | Path) -> Config:
             cfg.routes.append(Route(r["match"], r["to"], pattern))
 
     _load_calls(chk, raw, cfg)
+    _load_media(chk, raw, cfg)
     _check_ivr(chk, raw, cfg)
     from .acd.config import load_acd
 
@@ -533,3 +536,29 @@ def _load_calls(chk: _Checker, raw: dict[str, Any], cfg: Config) -> None:
                 chk.error(key, f"expected a positive number of seconds, got {v}")
             else:
                 setattr(cfg, k, float(v))
+
+
+def _load_media(chk: _Checker, raw: dict[str, Any], cfg: Config) -> None:
+    """[media]: rtp_mode = "per_leg" | "shared", shared_port (even, inside switch.rtp_ports)."""
+    media = raw.get("media", {})
+    if not _check_type(chk, "media", media, dict, "a table [media]"):
+        return
+    for k, v in media.items():
+        key = f"media.{k}"
+        if k == "rtp_mode":
+            if v not in ("per_leg", "shared"):
+                chk.error(key, f'unknown mode {v!r}; expected "per_leg" or "shared"')
+            else:
+                cfg.rtp_mode = v
+        elif k == "shared_port":
+            if not _check_type(chk, key, v, int, "an even port number"):
+                continue
+            first, last = cfg.rtp_ports
+            if v % 2 or not first <= v < last:
+                chk.error(key, f"expected an even port inside switch.rtp_ports {first}-{last}, got {v}")
+            else:
+                cfg.shared_rtp_port = v
+        else:
+            chk.error(key, "unknown key; expected rtp_mode, shared_port")
+    if cfg.shared_rtp_port is not None and cfg.rtp_mode != "shared":
+        chk.error("media.shared_port", 'only used with rtp_mode = "shared"')

@@ -9,6 +9,7 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 from .acd.callbacks import CallbackStore
 from .acd.control import ControlServer
@@ -24,6 +25,7 @@ from .location import LocationStore
 from .media.engine import MediaEngine
 from .media.prompts import PromptLibrary
 from .media.recorder import RecorderThread, repair_recordings
+from .media.workers import RemoteMediaEngine
 from .prompts_build import default_root
 from .runtime import tune_gc
 from .sip.peer import Peer
@@ -49,8 +51,9 @@ def location_db(config: Config) -> str:
 class SwitchServer:
     """Owns the event-loop side: sockets, the timer, and periodic persistence."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, media_workers: int = 0) -> None:
         self.config = config
+        self.media_workers = media_workers  # 0: the media engine runs in this process
         self.store = LocationStore(location_db(config))
         hosts = [lst.host for lst in config.listen]
         self.core = SwitchCore(config, self.store, local_hosts=hosts)
@@ -66,6 +69,7 @@ class SwitchServer:
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.media: MediaEngine | None = None
+        self.media_pool: RemoteMediaEngine | None = None
         self.recorder: RecorderThread | None = None
         self.cdr: CdrStore | None = None
         self.acd: AcdService | None = None
@@ -83,6 +87,8 @@ class SwitchServer:
                 await self.transports.close()
                 raise ListenError(f"cannot listen on {listener}: {e.strerror or e}") from None
         self._start_calls()
+        if self.media_pool is not None:
+            await self.media_pool.wait_ready()
         if self.acd is not None:
             self.acd.start()
             self.control = ControlServer(self.config.acd.control_socket, self.acd)
@@ -116,15 +122,30 @@ class SwitchServer:
         self.recorder.start()
         prompts = None
         root = default_root()
-        if root.is_dir():
+        if self.media_workers:  # each worker loads the prompts itself
+            self.media_pool = RemoteMediaEngine(workers=self.media_workers, host=media_host, ports=config.rtp_ports,
+                                                prompts_root=root if root.is_dir() else None,
+                                                languages=(config.language,), language=config.language,
+                                                capacity=2 * config.max_calls + 16,
+                                                rtp_timeout_s=config.rtp_timeout_s,
+                                                engine_options={"rtp_mode": config.rtp_mode})  # fmt: skip
+            if config.shared_rtp_port is not None:
+                log.warning(
+                    "[media] shared_port is ignored with media workers: each takes a pair of its range"
+                )
+            self.media_pool.start()
+            self.media = cast(MediaEngine, self.media_pool)  # the same API, with RemoteLeg proxies
+        elif root.is_dir():
             try:
                 prompts = PromptLibrary(root).load(languages=(config.language,))
             except Exception as e:
                 log.warning("prompts not loaded from %s: %s", root, e)
-        self.media = MediaEngine(host=media_host, ports=config.rtp_ports, prompts=prompts, recorder=self.recorder,
-                                 language=config.language, capacity=2 * config.max_calls + 16,
-                                 rtp_timeout_s=config.rtp_timeout_s)  # fmt: skip
-        self.media.start()
+        if self.media is None:
+            self.media = MediaEngine(host=media_host, ports=config.rtp_ports, prompts=prompts, recorder=self.recorder,
+                                     language=config.language, capacity=2 * config.max_calls + 16,
+                                     rtp_timeout_s=config.rtp_timeout_s, rtp_mode=config.rtp_mode,
+                                     shared_port=config.shared_rtp_port)  # fmt: skip
+            self.media.start()
         self.cdr = CdrStore(cdr_db(config.data_dir))
         loop = self._loop
         assert loop is not None
@@ -244,9 +265,9 @@ class SwitchServer:
         log.info("stopped")
 
 
-async def serve(config: Config) -> None:
-    """Run the switch until SIGINT or SIGTERM."""
-    server = SwitchServer(config)
+async def serve(config: Config, *, media_workers: int = 0) -> None:
+    """Run the switch until SIGINT or SIGTERM (``media_workers``: media engine processes, 0 = in-process)."""
+    server = SwitchServer(config, media_workers=media_workers)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -160,6 +160,7 @@ class Switch:
         python: Sequence[str] | None = None,
         rtp_ports: tuple[int, int] | None = None,
         extra_toml: str = "",
+        run_args: Sequence[str] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -168,6 +169,7 @@ class Switch:
         self.log_level = log_level
         self.domain = domain
         self.python = list(python) if python else [sys.executable]
+        self.run_args = list(run_args)  # appended to `softswitch run` (e.g. --media-workers 2)
         self.port = free_port()
         self.tls_port = free_port(udp=False) if "tls" in self.transports else 0
         self.config_path = self.workdir / "switch.toml"
@@ -222,6 +224,7 @@ class Switch:
             str(self.config_path),
             "--log-level",
             self.log_level,
+            *self.run_args,
         ]
         self.proc = subprocess.Popen(
             cmd,

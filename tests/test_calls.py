@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -12,6 +13,7 @@ from softswitch.cdr import CdrStore
 from softswitch.config import Config, load_config
 from softswitch.location import LocationStore
 from softswitch.media.engine import MediaEngine
+from softswitch.media.workers import RemoteMediaEngine
 from softswitch.sip import sdp
 from softswitch.sip.ids import counter_ids
 from softswitch.sip.message import Request, Response, parse_message
@@ -192,13 +194,21 @@ ring_timeout_s = 30
     return load_config(tmp_path / "switch.toml")
 
 
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Net]:
+@pytest.fixture(params=[0, 2], ids=["in-process", "media-workers"])
+async def net(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Net]:
+    """The switch with its media engine in-process, or in two worker processes (RemoteMediaEngine)."""
     config = make_config(tmp_path)
     store = LocationStore(None)
     core = SwitchCore(config, store, ids=counter_ids("t"), secret=b"k" * 32, local_hosts=["127.0.0.1"])
-    media = MediaEngine(host="127.0.0.1", ports=config.rtp_ports, capacity=32)
-    media.start()
+    if request.param:
+        pool = RemoteMediaEngine(workers=request.param, host="127.0.0.1", ports=config.rtp_ports, capacity=32,
+                                 recording=False, pool=4)  # fmt: skip
+        pool.start()
+        await pool.wait_ready()
+        media = cast(MediaEngine, pool)
+    else:
+        media = MediaEngine(host="127.0.0.1", ports=config.rtp_ports, capacity=32)
+        media.start()
     cdr = CdrStore(config.data_dir / "cdr.sqlite")
     holder: list[Net] = []
     calls = B2BUA(

@@ -31,11 +31,24 @@ def library() -> PromptLibrary:
     return lib
 
 
+@pytest.fixture(params=["per_leg", "shared"])
+def rtp_mode(request: pytest.FixtureRequest) -> str:
+    """Every engine test runs with a socket pair per leg and with one shared port (batched I/O)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def engine(library: PromptLibrary, tmp_path: Path) -> AsyncIterator[MediaEngine]:
+async def engine(library: PromptLibrary, tmp_path: Path, rtp_mode: str) -> AsyncIterator[MediaEngine]:
     recorder = RecorderThread()
     recorder.start()
-    eng = MediaEngine(host="127.0.0.1", ports=(41000, 41999), prompts=library, recorder=recorder, capacity=64)
+    eng = MediaEngine(
+        host="127.0.0.1",
+        ports=(41000, 41999),
+        prompts=library,
+        recorder=recorder,
+        capacity=64,
+        rtp_mode=rtp_mode,
+    )
     eng.start()
     yield eng
     eng.stop()
@@ -257,8 +270,15 @@ async def test_symmetric_rtp_latches_to_the_real_source(engine: MediaEngine) -> 
     real.close()
 
 
-async def test_rtp_timeout_event(library: PromptLibrary) -> None:
-    eng = MediaEngine(host="127.0.0.1", ports=(42000, 42099), prompts=library, capacity=8, rtp_timeout_s=0.5)
+async def test_rtp_timeout_event(library: PromptLibrary, rtp_mode: str) -> None:
+    eng = MediaEngine(
+        host="127.0.0.1",
+        ports=(42000, 42099),
+        prompts=library,
+        capacity=8,
+        rtp_timeout_s=0.5,
+        rtp_mode=rtp_mode,
+    )
     eng.start()
     phone = Peer()
     leg = eng.create_leg()

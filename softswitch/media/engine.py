@@ -9,6 +9,10 @@ ticker from pre-encoded frames with ``struct.pack_into``; bridged legs relay
 packets as they arrive, rewriting SSRC, sequence and timestamp and
 transcoding PCMU<->PCMA by table when the two legs' codecs differ.
 
+``rtp_mode="shared"`` replaces the per-leg sockets by one RTP/RTCP port pair
+for all legs with batched recvmmsg/sendmmsg (see :mod:`.shared` for the
+demultiplexing rule); everything else is the same in both modes.
+
 The public API is on :class:`Leg` (``play``, ``stop``, ``tone``,
 ``collect_digits``, ``send_dtmf``, ``record``...) and
 :meth:`MediaEngine.bridge`; events (:class:`DigitEvent`,
@@ -48,6 +52,8 @@ from .ports import PortAllocator
 from .prompts import PromptLibrary
 from .recorder import RecorderThread
 from .rtp import build_rr, build_sr, ntp_from_unix, parse_rtcp
+from .shared import SIZE as SHARED_SIZE
+from .shared import SharedRtp, key_address
 from .tones import tone_frame
 
 log = logging.getLogger("softswitch.media")
@@ -57,6 +63,10 @@ RING = 16  # inbound frames buffered per leg (320 ms: rides out a stall of the e
 CATCH_UP = 4  # frames a leg may consume in one tick while it has a backlog
 HEADER = struct.Struct("!BBHII")
 RTCP_EVERY_TICKS = 250  # 5 s
+RTP_MODES = ("per_leg", "shared")
+# shared mode: once the socket is readable, wait this long and read everything that came meanwhile
+# (batches of ~legs * 50 * DRAIN_DELAY packets instead of a few per wake-up; relays wait <= 2 ms)
+DRAIN_DELAY = 0.002
 _DECODE = np.concatenate([ULAW_DECODE, ALAW_DECODE]).astype(np.int16)
 _TRANSCODE = {  # (from, to) -> bytes.translate table
     ("pcmu", "pcma"): bytes(ULAW_TO_ALAW.astype(np.uint8).tolist()),
@@ -89,9 +99,23 @@ class MediaEngine:
         language: str = "zh",
         capacity: int = 4096,
         rtp_timeout_s: float = 60.0,
+        rtp_mode: str = "per_leg",
+        shared_port: int | None = None,
     ) -> None:
+        """``rtp_mode``: "per_leg" (a socket pair per leg) or "shared" (one pair for all legs,
+        ``shared_port`` or the first free pair of ``ports``; batched I/O)."""
+        if rtp_mode not in RTP_MODES:
+            raise ValueError(f"unknown rtp_mode {rtp_mode!r}; expected per_leg or shared")
         self.host = host
         self.allocator = PortAllocator(ports[0], ports[1], host)
+        self.rtp_mode = rtp_mode
+        self.shared: SharedRtp | None = None
+        self._drain_handle: asyncio.TimerHandle | None = None
+        if rtp_mode == "shared":
+            try:
+                self.shared = SharedRtp(self.allocator, shared_port)
+            except Exception as e:
+                raise MediaError(f"cannot open the shared RTP port: {e}") from None
         self.prompts = prompts
         self.recorder = recorder
         self.language = language
@@ -115,6 +139,8 @@ class MediaEngine:
         self._consumer_slots = np.zeros(0, dtype=np.int64)
         self._consumers_dirty = False
         self._inband = np.zeros(capacity, dtype=bool)
+        # shared mode: the payload type of plain audio a leg takes on the vectorised path, -1: per packet
+        self._fast_pt = np.full(capacity, -1, dtype=np.int64)
         self._collectors: set[Leg] = set()
         self.detector = GoertzelDetector(capacity)
         self._tick_no = 0
@@ -131,6 +157,9 @@ class MediaEngine:
         self._start = self.now
         self._tick_no = 0
         self._handle = self.loop.call_at(self._start + TICK, self._tick)
+        if self.shared is not None:
+            self.loop.add_reader(self.shared.sock.fileno(), self._on_shared_readable)
+            self.loop.add_reader(self.shared.rtcp.fileno(), self._on_shared_rtcp)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -138,15 +167,32 @@ class MediaEngine:
             self._handle = None
         for leg in list(self.legs.values()):
             self.release(leg)
+        if self.shared is not None:
+            if self._drain_handle is not None:
+                self._drain_handle.cancel()
+                self._drain_handle = None
+            self.loop.remove_reader(self.shared.sock.fileno())
+            self.loop.remove_reader(self.shared.rtcp.fileno())
+            self.shared.close()
+            self.shared = None
 
-    def create_leg(self) -> Leg:
-        """A new leg with its own RTP/RTCP ports; configure() it from SDP."""
+    def create_leg(self, near: Leg | None = None) -> Leg:
+        """A new leg with its own RTP/RTCP ports; configure() it from SDP.
+
+        ``near``: a leg this one will be bridged to (matters to the media workers' engine only).
+        """
         if not self._free_slots:
             raise MediaError(f"media engine full ({self.capacity} legs)")
-        try:
-            rtp, rtcp, port = self.allocator.allocate()
-        except Exception as e:
-            raise MediaError(f"no free RTP port: {e}") from None
+        shared = self.shared
+        if shared is not None:
+            rtp, rtcp, port = shared.sock, shared.rtcp, shared.port
+        elif self.rtp_mode == "shared":
+            raise MediaError("the media engine is stopped")
+        else:
+            try:
+                rtp, rtcp, port = self.allocator.allocate()
+            except Exception as e:
+                raise MediaError(f"no free RTP port: {e}") from None
         slot = self._free_slots.pop()
         leg = Leg(self, slot, rtp, rtcp, port)
         self.legs[slot] = leg
@@ -156,8 +202,9 @@ class MediaEngine:
         self._codec_id[slot] = 0
         self._ring[slot] = 0xFF
         self.detector.reset(slot)
-        self.loop.add_reader(rtp.fileno(), self._on_rtp, leg)
-        self.loop.add_reader(rtcp.fileno(), self._on_rtcp, leg)
+        if shared is None:
+            self.loop.add_reader(rtp.fileno(), self._on_rtp, leg)
+            self.loop.add_reader(rtcp.fileno(), self._on_rtcp, leg)
         return leg
 
     def _reopen(self, leg: Leg) -> None:
@@ -188,11 +235,14 @@ class MediaEngine:
         leg.stop_recording(app=True)
         leg.mode = Mode.IDLE
         self._update_sets(leg)
-        self.loop.remove_reader(leg.rtp_sock.fileno())
-        self.loop.remove_reader(leg.rtcp_sock.fileno())
-        self.allocator.release(leg.port)
-        leg.rtp_sock.close()
-        leg.rtcp_sock.close()
+        if self.shared is not None:
+            self.shared.forget(leg)
+        elif self.rtp_mode == "per_leg":
+            self.loop.remove_reader(leg.rtp_sock.fileno())
+            self.loop.remove_reader(leg.rtcp_sock.fileno())
+            self.allocator.release(leg.port)
+            leg.rtp_sock.close()
+            leg.rtcp_sock.close()
         del self.legs[leg.slot]
         self._free_slots.append(leg.slot)
 
@@ -245,6 +295,9 @@ class MediaEngine:
         else:
             self._recorders.pop(slot, None)
         self._inband[slot] = leg.inband and not leg.closed
+        if self.shared is not None:
+            fast = leg.latched and leg.peer is None and not leg.closed
+            self._fast_pt[slot] = leg.pt if fast else -1
         for one in (leg, leg.peer):
             if one is None:
                 continue
@@ -305,7 +358,104 @@ class MediaEngine:
                 n, addr = leg.rtp_sock.recvfrom_into(self._rxbuf)
         except OSError:
             return  # EAGAIN, or an ICMP error surfacing on Linux: nothing to do
-        buf = self._rxbuf
+        self._rtp_packet(leg, self._rxmv, n, addr)  # type: ignore[arg-type]
+
+    def _on_shared_readable(self) -> None:
+        assert self.shared is not None
+        self.loop.remove_reader(self.shared.sock.fileno())
+        self._drain_handle = self.loop.call_later(DRAIN_DELAY, self._drain_shared)
+
+    def _drain_shared(self) -> None:
+        self._drain_handle = None
+        shared = self.shared
+        if shared is None:
+            return
+        try:
+            self._on_shared_rtp()
+        finally:
+            self.loop.add_reader(shared.sock.fileno(), self._on_shared_readable)
+
+    def _on_shared_rtp(self) -> None:
+        """Shared mode: drain the socket in recvmmsg batches, demultiplex by source address.
+
+        Plain audio of latched, unbridged legs (version 2, no CSRC/extension/padding,
+        the leg's payload type, one 20 ms G.711 frame) takes a vectorised path:
+        counters per packet, one numpy copy of all payloads into the legs' rings.
+        Everything else (first packets, bridged legs, RFC 4733, odd packets) goes
+        through :meth:`_rtp_packet` one by one, exactly as in per-leg mode.
+        """
+        shared = self.shared
+        if shared is None:
+            return
+        mm = shared.mm
+        rx = mm.rx
+        slot_get = shared.slot_of.get
+        legs = self.legs
+        rx_w = self._rx_w
+        plen = HEADER.size + FRAME
+        while True:
+            n = mm.recv_batch()
+            if not n:
+                break
+            keys = mm.rx_keys[:n].tolist()
+            slots = np.array([slot_get(k, -1) for k in keys], dtype=np.int64)
+            fast = (
+                (slots >= 0)
+                & (rx[:n, 0] == 0x80)
+                & ((rx[:n, 1] & 0x7F) == self._fast_pt[slots])
+                & (mm.rx_lens[:n] == plen)
+            )
+            now = self.now
+            rows: list[int] = []
+            ring_slots: list[int] = []
+            ring_pos: list[int] = []
+            fast_rows = np.flatnonzero(fast)
+            for row, slot in zip(fast_rows.tolist(), slots[fast_rows].tolist(), strict=True):
+                leg = legs[slot]
+                leg.packets_in += 1
+                leg.last_rx = now
+                leg.timed_out = False
+                if leg.consuming:
+                    w = rx_w[slot]
+                    rx_w[slot] = w + 1
+                    rows.append(row)
+                    ring_slots.append(slot)
+                    ring_pos.append(w % RING)
+            if rows:
+                self._ring[ring_slots, ring_pos] = rx[rows, HEADER.size : plen]
+            if len(fast_rows) < n:
+                self._shared_slow(shared, np.flatnonzero(~fast).tolist(), keys)
+            if shared.tx_count:
+                shared.flush()  # relayed bridge audio
+            if n < mm.batch:
+                break
+
+    def _shared_slow(self, shared: SharedRtp, rows: list[int], keys: list[int]) -> None:
+        """The packets of a shared-mode batch that need the per-packet path."""
+        by_addr = shared.by_addr
+        rx_mv = shared.mm.rx_mv
+        lens = shared.mm.rx_lens
+        size = SHARED_SIZE
+        for i in rows:
+            key = keys[i]
+            leg = by_addr.get(key)
+            try:
+                if leg is None:
+                    leg = shared.claim(key)
+                    if leg is None:
+                        continue
+                    addr = key_address(key)
+                elif leg.latched:
+                    addr = leg.remote  # type: ignore[assignment]
+                else:
+                    addr = key_address(key)
+                off = i * size
+                self._rtp_packet(leg, rx_mv[off : off + size], int(lens[i]), addr)
+            except Exception:  # one bad packet must not cost the rest of the batch
+                log.exception("shared RTP: packet from %s failed", key_address(key))
+
+    def _rtp_packet(self, leg: Leg, buf: memoryview, n: int, addr: tuple[str, int]) -> None:
+        """One received datagram (``buf[:n]``) from ``addr`` for ``leg``: validate, latch, relay, buffer."""
         if n < 12:
             leg.bad_packets += 1
             return
@@ -324,30 +474,31 @@ class MediaEngine:
         if end < start:
             leg.bad_packets += 1
             return
-        if not leg.connected:
+        if not leg.connected and (not leg.latched or self.shared is None):
+            # per-leg: an unconnected socket takes any source; shared: only the first packet latches
             if addr != leg.remote and leg.latched:
                 return  # not from the latched source
-            self._latch(leg, addr)  # type: ignore[arg-type]
+            self._latch(leg, addr)
         leg.packets_in += 1
         leg.last_rx = self.now
         leg.timed_out = False
         peer = leg.peer
         if pt == leg.pt:
             if peer is not None and peer.remote is not None:
-                self._relay(leg, peer, b1 & 0x80, ts, start, end, peer.pt, audio=True)
+                self._relay(leg, peer, buf, b1 & 0x80, ts, start, end, peer.pt, audio=True)
             if leg.consuming:
                 slot = leg.slot
                 w = self._rx_w[slot]
                 off = (slot * RING + (w % RING)) * FRAME
                 length = min(end - start, FRAME)
-                self._ring_mv[off : off + length] = self._rxmv[start : start + length]
+                self._ring_mv[off : off + length] = buf[start : start + length]
                 self._rx_w[slot] = w + 1
         elif pt == leg.te_pt and end - start >= 4:
             if leg.inband:  # the phone sends RFC 4733: trust it, stop in-band detection
                 leg.inband = False
                 self._update_sets(leg)
             try:
-                event = decode_event(bytes(self._rxmv[start : start + 4]))
+                event = decode_event(bytes(buf[start : start + 4]))
             except ValueError:
                 leg.bad_packets += 1
                 return
@@ -355,23 +506,35 @@ class MediaEngine:
             if digit is not None:
                 self._digit(leg, digit, "rfc4733")
             if peer is not None and peer.remote is not None and peer.te_pt is not None:
-                self._relay(leg, peer, b1 & 0x80, ts, start, end, peer.te_pt, audio=False)
+                self._relay(leg, peer, buf, b1 & 0x80, ts, start, end, peer.te_pt, audio=False)
 
     def _latch(self, leg: Leg, addr: tuple[str, int]) -> None:
         """Symmetric RTP: answer where the media comes from, and connect the socket to it."""
         leg.remote = addr
         leg.latched = True
-        try:
-            leg.rtp_sock.connect(addr)
-            leg.connected = True
-        except OSError:
-            leg.connected = False
+        if self.shared is not None:
+            self.shared.index(leg)  # file the leg under the address it latched to
+        else:
+            try:
+                leg.rtp_sock.connect(addr)
+                leg.connected = True
+            except OSError:
+                leg.connected = False
         if leg.mode == Mode.IDLE:
             leg.mode = Mode.SILENCE
         self._update_sets(leg)
 
     def _relay(
-        self, src: Leg, dst: Leg, marker: int, ts: int, start: int, end: int, pt: int, audio: bool
+        self,
+        src: Leg,
+        dst: Leg,
+        buf: memoryview,
+        marker: int,
+        ts: int,
+        start: int,
+        end: int,
+        pt: int,
+        audio: bool,
     ) -> None:
         n = end - start
         if n > 1500:
@@ -385,9 +548,15 @@ class MediaEngine:
         out = dst.relay_mv
         HEADER.pack_into(out, 0, 0x80, marker | pt, seq, (ts + base) & 0xFFFFFFFF, dst.ssrc)
         if audio and src.codec != dst.codec:
-            out[12 : 12 + n] = self._rxbuf[start:end].translate(_TRANSCODE[(src.codec, dst.codec)])
+            out[12 : 12 + n] = bytes(buf[start:end]).translate(_TRANSCODE[(src.codec, dst.codec)])
         else:
-            out[12 : 12 + n] = self._rxmv[start:end]
+            out[12 : 12 + n] = buf[start:end]
+        if self.shared is not None:
+            if dst.sockaddr is not None:
+                self.shared.queue(out, 12 + n, dst.sockaddr)
+                dst.packets_out += 1
+                dst.octets_out += n
+            return
         try:
             if dst.connected:
                 dst.rtp_sock.send(out[: 12 + n])
@@ -403,6 +572,22 @@ class MediaEngine:
             n, addr = leg.rtcp_sock.recvfrom_into(self._rxbuf)
         except OSError:
             return
+        self._rtcp_packet(leg, n, addr)
+
+    def _on_shared_rtcp(self) -> None:
+        shared = self.shared
+        if shared is None:
+            return
+        for _ in range(64):  # a few reports per leg every 5 s: drain a bounded number per wake-up
+            try:
+                n, addr = shared.rtcp.recvfrom_into(self._rxbuf)
+            except OSError:
+                return
+            leg = shared.rtcp_owner(addr)
+            if leg is not None:
+                self._rtcp_packet(leg, n, addr)
+
+    def _rtcp_packet(self, leg: Leg, n: int, addr: tuple[str, int]) -> None:
         try:
             leg.rtcp_last = list(parse_rtcp(bytes(self._rxmv[:n])))
         except ValueError:
@@ -424,6 +609,8 @@ class MediaEngine:
         self.now = now
         try:
             self._send_all()
+            if self.shared is not None:
+                self.shared.flush()
             self._process_inbound()
             if self._collectors:
                 self._check_collectors(now)
@@ -440,6 +627,10 @@ class MediaEngine:
         tick_no = self._tick_no
         ts_step = FRAME * tick_no
         silence = self._silence
+        shared = self.shared
+        if shared is not None:
+            tx_mv, names_mv, tx_lens = shared.mm.tx_mv, shared.mm.tx_names_mv, shared.tx_lens
+            batch, size, plen = len(tx_lens), SHARED_SIZE, HEADER.size + FRAME
         for leg in list(self._senders.values()):
             out_mv = leg.out_mv
             pt = leg.pt
@@ -488,6 +679,22 @@ class MediaEngine:
                 pack(out_mv, 0, 0x80, pt, seq, (leg.ts_base + ts_step) & 0xFFFFFFFF, leg.ssrc)
             if leg.recording is not None or leg.app_recording is not None:
                 leg.last_out = out_mv[12:]
+            if shared is not None:  # queue for sendmmsg (shared.queue, inlined)
+                dest = leg.sockaddr
+                if dest is None:
+                    continue
+                i = shared.tx_count
+                if i == batch:
+                    shared.flush()
+                    i = 0
+                off = i * size
+                tx_mv[off : off + plen] = out_mv
+                names_mv[i * 16 : i * 16 + 16] = dest
+                tx_lens[i] = plen
+                shared.tx_count = i + 1
+                leg.packets_out += 1
+                leg.octets_out += FRAME
+                continue
             try:
                 if leg.connected:
                     leg.rtp_sock.send(out_mv)
@@ -500,6 +707,12 @@ class MediaEngine:
 
     def _send(self, leg: Leg, pkt: bytearray) -> None:
         # _send_all inlines this for audio frames: one call less per packet on the tick's hot loop
+        if self.shared is not None:
+            if leg.sockaddr is not None:
+                self.shared.queue(pkt, len(pkt), leg.sockaddr)
+                leg.packets_out += 1
+                leg.octets_out += len(pkt) - HEADER.size
+            return
         try:
             if leg.connected:
                 leg.rtp_sock.send(pkt)
@@ -618,9 +831,13 @@ class MediaEngine:
     # ---- introspection -----------------------------------------------------
     def stats(self) -> dict[str, Any]:
         lat = np.array(self.lateness) * 1000 if self.lateness else np.zeros(1)
+        shared = self.shared
         return {
+            "rtp_mode": self.rtp_mode,
             "legs": len(self.legs),
             "senders": len(self._senders),
+            "unmatched_packets": shared.unmatched if shared is not None else 0,
+            "send_errors": shared.mm.send_errors + shared.mm.send_dropped if shared is not None else 0,
             "packets_in": sum(leg.packets_in for leg in self.legs.values()),
             "packets_out": sum(leg.packets_out for leg in self.legs.values()),
             "tick_lateness_ms_p50": float(np.percentile(lat, 50)),

@@ -155,6 +155,10 @@ class Leg:
         self.bridge_ts: int | None = None  # timestamp offset from the bridge peer's timeline to ours
         self.relay = bytearray(HEADER_SIZE + 1500)
         self.relay_mv = memoryview(self.relay)
+        # shared-port mode (engine.shared): where this leg is filed and where its packets go
+        self.addr_key: int | None = None  # mmsg.address_key of ``remote``
+        self.sockaddr: bytes | None = None  # ``remote`` as a sockaddr_in, for sendmmsg
+        self.awaiting_ip: str | None = None  # filed among the legs waiting for their first packet
 
     # ---- configuration ---------------------------------------------------
     def configure(
@@ -182,6 +186,8 @@ class Leg:
                 self.latched = False
             self.remote = remote
             self.rtcp_remote = (remote[0], remote[1] + 1)
+            if self.engine.shared is not None:
+                self.engine.shared.index(self)
             if self.mode == Mode.IDLE:
                 self.mode = Mode.SILENCE
         self.engine._update_sets(self)
