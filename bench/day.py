@@ -531,14 +531,14 @@ def read_switch(log: str, data_dir: Path | None) -> tuple[dict[str, list[str]], 
 
 
 def judge(calls: Calls, mix: Mix, t_a: float = 0.0, t_b: float = math.inf) -> dict[str, Any]:
-    """Success per flow over the calls that ended (or failed) between wall times t_a and t_b."""
+    """Success per flow over the calls answered between wall times t_a and t_b that have ended
+    (a step's load is judged by the calls it offered; calls still up are left for a later look)."""
     flows = {f.name: f for f in mix.flows}
     per: dict[str, Counter[str]] = {f.name: Counter() for f in mix.flows}
-    for cid, (flow, _t) in calls.answered.items():
-        end = calls.ended.get(
-            cid, calls.failed.get(cid, ("", math.inf))[1] if cid in calls.failed else math.inf
-        )
-        if not t_a <= end < t_b or flow not in flows:
+    for cid, (flow, answered_at) in calls.answered.items():
+        if not t_a <= answered_at < t_b or flow not in flows:
+            continue
+        if cid not in calls.ended and cid not in calls.failed:
             continue
         c = per[flow]
         c["calls"] += 1

@@ -58,7 +58,6 @@ class Waiter:
     ringing: dict[str, str] = field(default_factory=dict)  # extension -> agent id
     connected_agent: str | None = None
     timeout_target: str = ""
-    timer_task: asyncio.Task[None] | None = None
 
 
 class AcdService:
