@@ -337,8 +337,11 @@ class Rig:
                   'on_timeout = "hangup"', 'music = "moh"', 'callback_key = ""', 'voicemail_key = ""']  # fmt: skip
         for u in range(2001, 2001 + self.agents):
             lines += ["", f"[agents.{u}]", f'extension = "{u}"', f"skills = {{ {QUEUE} = 5 }}"]
-        if self.a.rtp_mode:
-            lines += ["", "[media]", f'rtp_mode = "{self.a.rtp_mode}"']
+        media = [f'rtp_mode = "{self.a.rtp_mode}"'] if self.a.rtp_mode else []
+        if self.a.realtime_priority:
+            media.append(f"realtime_priority = {self.a.realtime_priority}")
+        if media:
+            lines += ["", "[media]", *media]
         return "\n".join(lines) + "\n"
 
     def _seed_broker(self, sw: Switch) -> None:
@@ -616,6 +619,7 @@ def play(a: argparse.Namespace, mix: Mix, steps: list[tuple[float, float]], *, r
         "command": " ".join(["python -m bench", *a.argv]), "source": source_fingerprint(), "cpus": os.cpu_count(),
         "machine": _machine(), "agents": a.agents, "callers": a.callers, "sipp_limit": limit,
         "media_workers": a.media_workers, "rtp_mode": a.rtp_mode or "per_leg (default)",
+        "realtime_priority": a.realtime_priority,
         "mean_hold_s": round(mix.mean_hold_s, 1),
     }  # fmt: skip
     rig: Rig | None = None
@@ -834,7 +838,8 @@ def table(result: dict[str, Any]) -> str:
 
 def report(result: dict[str, Any]) -> str:
     lines = [f"{result['command']}", f"  machine {result['machine']}; softswitch sources {result['source']};"
-             f" media workers {result['media_workers'] or 'none (in-process)'}, rtp mode {result['rtp_mode']}",
+             f" media workers {result['media_workers'] or 'none (in-process)'}, rtp mode {result['rtp_mode']},"
+             f" realtime priority {result.get('realtime_priority') or 'off'}",
              f"  {result['agents']} agents, {result['callers']} caller accounts, mean hold {result['mean_hold_s']} s"]  # fmt: skip
     if "load" in result:
         w = result["load"]
@@ -905,6 +910,13 @@ def _common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--limit", type=int, help="SIPp -l (default 2 x cps x mean hold + 50)")
     ap.add_argument("--media-workers", type=int, help="passed to `softswitch run --media-workers N`")
     ap.add_argument("--rtp-mode", choices=["per_leg", "shared"], help="the switch's [media] rtp_mode")
+    ap.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the switch's [media] realtime_priority (SCHED_RR for the media engine; needs root)",
+    )
     ap.add_argument("--json", dest="json_path", help="write the result as JSON to this file")
     ap.add_argument("--plot", help="PNG of CPS, concurrent calls and setup p99 over time")
     ap.add_argument("--out", help="keep config, logs and SIPp/generator files here")

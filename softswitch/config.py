@@ -107,6 +107,7 @@ class Config:
     rtp_timeout_s: float = 60.0
     rtp_mode: str = "per_leg"  # [media]: "per_leg" (a port pair per leg) or "shared" (one port, batched I/O)
     shared_rtp_port: int | None = None  # [media] shared_port: None = the first free pair of rtp_ports
+    realtime_priority: int = 0  # [media]: SCHED_RR priority of the media engine's process (0 = off)
     # MD5 only by default: baresip 1.0 (libre) rejects a 401 that also offers SHA-256, and
     # SIPp answers only the first challenge. SHA-256 is one config line away.
     auth_algorithms: tuple[str, ...] = ("MD5",)
@@ -539,7 +540,8 @@ def _load_calls(chk: _Checker, raw: dict[str, Any], cfg: Config) -> None:
 
 
 def _load_media(chk: _Checker, raw: dict[str, Any], cfg: Config) -> None:
-    """[media]: rtp_mode = "per_leg" | "shared", shared_port (even, inside switch.rtp_ports)."""
+    """[media]: rtp_mode = "per_leg" | "shared", shared_port (even, inside switch.rtp_ports),
+    realtime_priority (0-99)."""
     media = raw.get("media", {})
     if not _check_type(chk, "media", media, dict, "a table [media]"):
         return
@@ -558,7 +560,12 @@ def _load_media(chk: _Checker, raw: dict[str, Any], cfg: Config) -> None:
                 chk.error(key, f"expected an even port inside switch.rtp_ports {first}-{last}, got {v}")
             else:
                 cfg.shared_rtp_port = v
+        elif k == "realtime_priority":
+            if _check_type(chk, key, v, int, "a priority 0-99") and not 0 <= v <= 99:
+                chk.error(key, f"expected 0 (off) to 99, got {v}")
+            elif isinstance(v, int) and not isinstance(v, bool):
+                cfg.realtime_priority = v
         else:
-            chk.error(key, "unknown key; expected rtp_mode, shared_port")
+            chk.error(key, "unknown key; expected rtp_mode, shared_port, realtime_priority")
     if cfg.shared_rtp_port is not None and cfg.rtp_mode != "shared":
         chk.error("media.shared_port", 'only used with rtp_mode = "shared"')

@@ -27,7 +27,7 @@ from .media.prompts import PromptLibrary
 from .media.recorder import RecorderThread, repair_recordings
 from .media.workers import RemoteMediaEngine
 from .prompts_build import default_root
-from .runtime import tune_gc
+from .runtime import set_realtime, tune_gc
 from .sip.peer import Peer
 from .switch import SwitchCore
 from .trading import make_broker
@@ -128,7 +128,8 @@ class SwitchServer:
                                                 languages=(config.language,), language=config.language,
                                                 capacity=2 * config.max_calls + 16,
                                                 rtp_timeout_s=config.rtp_timeout_s,
-                                                engine_options={"rtp_mode": config.rtp_mode})  # fmt: skip
+                                                engine_options={"rtp_mode": config.rtp_mode},
+                                                realtime_priority=config.realtime_priority)  # fmt: skip
             if config.shared_rtp_port is not None:
                 log.warning(
                     "[media] shared_port is ignored with media workers: each takes a pair of its range"
@@ -146,6 +147,9 @@ class SwitchServer:
                                      rtp_timeout_s=config.rtp_timeout_s, rtp_mode=config.rtp_mode,
                                      shared_port=config.shared_rtp_port)  # fmt: skip
             self.media.start()
+            problem = set_realtime(config.realtime_priority)  # in-process: the whole switch
+            if problem is not None:
+                log.warning("realtime priority not set: %s", problem)
         self.cdr = CdrStore(cdr_db(config.data_dir))
         loop = self._loop
         assert loop is not None

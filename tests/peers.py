@@ -57,7 +57,7 @@ def free_port(*, udp: bool = True, tcp: bool = True, even: bool = False) -> int:
     """A random loopback port free for the asked kinds (never 5060, which a real switch may own).
 
     Drawn from 40000-59999, apart from the switches' RTP ranges (the default 20000-39999 and
-    :func:`free_port_range`), where a call's media socket could take it between the check and use.
+    :func:`free_port_range`'s), where a call's media socket could take it between check and use.
     """
     kinds = [k for k, want in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)) if want]
     for _ in range(500):
@@ -71,9 +71,9 @@ def free_port(*, udp: bool = True, tcp: bool = True, even: bool = False) -> int:
 
 def free_port_range(n: int = 100) -> tuple[int, int]:
     """A loopback UDP port range [first, last] (first even) whose ports are all free right now,
-    within 20000-39999 (see :func:`free_port`)."""
+    within 10000-32767: below the kernel's ephemeral ports and apart from :func:`free_port`'s."""
     for _ in range(200):
-        first = random.randrange(20000, 40000 - n, 2)
+        first = random.randrange(10000, 32768 - n, 2)
         if all(_bindable(p, [socket.SOCK_DGRAM]) for p in range(first, first + n)):
             return first, first + n - 1
     raise RuntimeError("no free loopback port range")

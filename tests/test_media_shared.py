@@ -289,11 +289,16 @@ def test_media_config(tmp_path: Path) -> None:
     assert (cfg.rtp_mode, cfg.shared_rtp_port) == ("shared", 30100)
     path.write_text("[switch]\n")
     assert load_config(path).rtp_mode == "per_leg"
-    path.write_text('[media]\nrtp_mode = "batched"\nshared_port = 30101\ncolour = 1\n')
+    path.write_text("[media]\nrealtime_priority = 10\n")
+    assert load_config(path).realtime_priority == 10
+    path.write_text(
+        '[media]\nrtp_mode = "batched"\nshared_port = 30101\ncolour = 1\nrealtime_priority = 120\n'
+    )
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert e.value.problems == [
         f'{path}:2: media.rtp_mode: unknown mode \'batched\'; expected "per_leg" or "shared"',
         f"{path}:3: media.shared_port: expected an even port inside switch.rtp_ports 20000-39999, got 30101",
-        f"{path}:4: media.colour: unknown key; expected rtp_mode, shared_port",
+        f"{path}:4: media.colour: unknown key; expected rtp_mode, shared_port, realtime_priority",
+        f"{path}:5: media.realtime_priority: expected 0 (off) to 99, got 120",
     ]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -380,3 +383,34 @@ async def test_shared_rtp_mode_in_the_workers(library: PromptLibrary) -> None:
     assert await asyncio.wait_for(collecting, 2) == "9"
     eng.stop()
     phone.close()
+
+
+async def test_realtime_priority_reaches_the_workers() -> None:
+    """[media] realtime_priority: each worker runs SCHED_RR (as root; else it says why and goes on)."""
+    eng = make_engine((46000, 46099), workers=1, realtime_priority=7)
+    eng.start()
+    try:
+        await eng.wait_ready()
+        pid = eng.workers[0].pid
+        assert pid is not None
+        if os.geteuid() == 0:
+            assert os.sched_getscheduler(pid) == os.SCHED_RR
+            assert os.sched_getparam(pid).sched_priority == 7
+        else:
+            assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    finally:
+        eng.stop()
+
+
+def test_set_realtime_in_a_process_of_its_own() -> None:
+    code = (
+        "import json, os; from softswitch.runtime import set_realtime; "
+        "print(json.dumps([set_realtime(0), set_realtime(3), os.sched_getscheduler(0) == os.SCHED_RR]))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    off, on, rr = json.loads(run.stdout)
+    assert off is None  # 0: nothing to do
+    if os.geteuid() == 0:
+        assert (on, rr) == (None, True)
+    else:
+        assert isinstance(on, str) and rr is False  # the reason it could not, not an exception

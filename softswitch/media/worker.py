@@ -287,8 +287,11 @@ class WorkerServer:
 
 
 async def serve(fd: int, settings: dict[str, Any]) -> None:
-    from ..runtime import tune_gc
+    from ..runtime import set_realtime, tune_gc
 
+    problem = set_realtime(int(settings.get("realtime_priority") or 0))
+    if problem is not None:
+        log.warning("media worker: realtime priority not set: %s", problem)
     sock = socket.socket(fileno=fd)
     server = WorkerServer(sock, settings)
     server.start()

@@ -104,7 +104,7 @@ class WorkerLink:
             "prompts": str(eng.prompts_root) if eng.prompts_root else None, "languages": list(eng.languages),
             "recording": eng.recorder is not None, "capacity": eng.capacity + eng.pool,
             "rtp_timeout_s": eng.rtp_timeout_s, "pool": eng.pool, "log_level": logging.getLogger().level,
-            "engine": eng.engine_options,
+            "engine": eng.engine_options, "realtime_priority": eng.realtime_priority,
         }  # fmt: skip
         cmd = [sys.executable, "-m", "softswitch.media.worker", "--fd", str(child.fileno()),
                "--settings", json.dumps(settings)]  # fmt: skip
@@ -237,9 +237,11 @@ class RemoteMediaEngine:
         rtp_timeout_s: float = 60.0,
         pool: int = POOL,
         engine_options: dict[str, Any] | None = None,
+        realtime_priority: int = 0,
     ) -> None:
         """``pool``: legs each worker makes in advance; ``engine_options``: more MediaEngine keyword
-        arguments for the workers (e.g. ``{"rtp_mode": "shared"}``; each worker has its own ports)."""
+        arguments for the workers (e.g. ``{"rtp_mode": "shared"}``; each worker has its own ports);
+        ``realtime_priority``: SCHED_RR priority of the worker processes (0 = off)."""
         if workers < 1:
             raise ValueError("RemoteMediaEngine needs at least one worker")
         self.host = host
@@ -252,6 +254,7 @@ class RemoteMediaEngine:
         self._rtp_timeout_s = rtp_timeout_s
         self.pool = pool
         self.engine_options = dict(engine_options or {})
+        self.realtime_priority = realtime_priority
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop_policy().get_event_loop()
         self.legs: dict[int, RemoteLeg] = {}
         self._keys = itertools.count(1)
