@@ -347,10 +347,7 @@ class Rig:
     def _seed_broker(self, sw: Switch) -> None:
         from softswitch.trading.sim import SimBroker
 
-        seed = subprocess.run([sys.executable, "-m", "softswitch", "broker", "seed", "-c", str(sw.config_path)],
-                              cwd=REPO, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-        if seed.returncode != 0:
-            raise RuntimeError(f"softswitch broker seed failed: {seed.stdout}{seed.stderr}")
+        sw.cli("broker", "seed")
         broker = SimBroker(sw.data_dir / "broker.sqlite")
         try:
             holdings = {

@@ -45,7 +45,6 @@ import re
 import shutil
 import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +61,6 @@ from softswitch.codecs.g711 import ulaw_encode
 from softswitch.codecs.telephone_event import TelephoneEvent, digit_event, encode_event
 from tests.peers import (
     LOOPBACK,
-    REPO,
     Switch,
     free_port_range,
     make_users,
@@ -247,12 +245,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         if extra:  # [switch] is the config's first table: set the language there
             text = switch.config_path.read_text().replace("[switch]\n", extra, 1)
             switch.config_path.write_text(text)
-        seed = subprocess.run(
-            [sys.executable, "-m", "softswitch", "broker", "seed", "-c", str(switch.config_path)],
-            cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        if seed.returncode != 0:
-            raise RuntimeError(f"softswitch broker seed failed: {seed.stdout}{seed.stderr}")
+        switch.cli("broker", "seed")
         switch.start(timeout=20.0)
         result["target"] = switch.target
         result["rtp_ports"] = list(rtp)

@@ -205,6 +205,14 @@ class Switch:
         assert self.proc is not None
         return self.proc.pid
 
+    def cli(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``softswitch ARGS -c <this switch's config>`` (e.g. ``broker seed``); raises on failure when ``check``."""
+        cmd = [*self.python, "-m", "softswitch", *args, "-c", str(self.config_path)]
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"softswitch {' '.join(args)} failed: {done.stdout}{done.stderr}")
+        return done
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

@@ -22,7 +22,6 @@ import re
 import signal
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from softswitch.acd.queue_log import LoggedEntry, QueueLog
 from softswitch.codecs.g711 import ulaw_encode
 from softswitch.codecs.telephone_event import TelephoneEvent, digit_event, encode_event
 from tests import peers
-from tests.peers import REPO, SippProcess, Switch, require_tools
+from tests.peers import SippProcess, Switch, require_tools
 from tests.rtp_pcap import write_pcap
 
 pytestmark = pytest.mark.peer
@@ -203,11 +202,7 @@ class AcdHarness:
 
     # ---- CLI ---------------------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "softswitch", *args, "-c", str(self.sw.config_path)]
-        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
-        if check:
-            assert out.returncode == 0, f"{' '.join(args)} -> {out.returncode}\n{out.stdout}{out.stderr}"
-        return out
+        return self.sw.cli(*args, check=check, timeout=30)
 
     def login(self, agent: str) -> str:
         """``softswitch agent login``; returns the state it printed (ringing at once when a caller waits)."""

@@ -17,7 +17,6 @@ from softswitch.acd.callbacks import CallbackStore, list_callbacks
 from softswitch.acd.core import AgentState
 from softswitch.acd.queue_log import QueueLog
 from softswitch.acd.service import AcdService
-from softswitch.calls import B2BUA
 from softswitch.cdr import CdrStore
 from softswitch.codecs.g711 import alaw_encode, ulaw_encode
 from softswitch.config import load_config
@@ -28,7 +27,7 @@ from softswitch.sip.message import Request, Response
 from softswitch.sip.peer import Peer
 from softswitch.switch import SwitchCore
 
-from .test_calls import Caller, Net, answer_to, finals, offer, register
+from .test_calls import Caller, Net, answer_to, finals, offer, register, switch_net
 
 AGENT1 = Peer("udp", "127.0.0.1", 6011)
 AGENT2 = Peer("udp", "127.0.0.1", 6012)
@@ -102,15 +101,8 @@ async def acd(tmp_path: Path) -> AsyncIterator[Acd]:
     media = MediaEngine(host="127.0.0.1", ports=config.rtp_ports, capacity=32, prompts=ShortPrompts())  # type: ignore[arg-type]
     media.start()
     cdr = CdrStore(config.data_dir / "cdr.sqlite")
-    holder: list[Net] = []
-    calls = B2BUA(
-        config, core.stack, core.ids, store, core.auth, media, cdr,
-        local={"udp": ("127.0.0.1", 5060)}, clock=lambda: (holder[0].now, holder[0].wall),
-    )  # fmt: skip
-    core.enable_calls(calls)
-    n = Net(core, calls)
-    calls.flush = n.flush
-    holder.append(n)
+    n = switch_net(core, media, cdr)
+    calls = n.calls
     qlog = QueueLog(config.data_dir)
     svc = AcdService(
         config, queue_log=qlog, store=store, callbacks=CallbackStore(config.data_dir), clock=lambda: n.wall

@@ -210,20 +210,26 @@ async def net(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[N
         media = MediaEngine(host="127.0.0.1", ports=config.rtp_ports, capacity=32)
         media.start()
     cdr = CdrStore(config.data_dir / "cdr.sqlite")
+    n = switch_net(core, media, cdr)
+    register(n, "1002", 6002)
+    register(n, "1003", 6003)
+    yield n
+    media.stop()
+    cdr.close()
+
+
+def switch_net(core: SwitchCore, media: MediaEngine, cdr: CdrStore | None) -> Net:
+    """A B2BUA on ``core`` with ``media``, on the Net's fake clock; what it sends lands in the Net."""
     holder: list[Net] = []
     calls = B2BUA(
-        config, core.stack, core.ids, store, core.auth, media, cdr,
+        core.config, core.stack, core.ids, core.store, core.auth, media, cdr,
         local={"udp": ("127.0.0.1", 5060)}, clock=lambda: (holder[0].now, holder[0].wall),
     )  # fmt: skip
     core.enable_calls(calls)
     n = Net(core, calls)
     calls.flush = n.flush
     holder.append(n)
-    register(n, "1002", 6002)
-    register(n, "1003", 6003)
-    yield n
-    media.stop()
-    cdr.close()
+    return n
 
 
 def register(n: Net, user: str, port: int) -> None:

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from softswitch.calls import B2BUA
 from softswitch.location import LocationStore
 from softswitch.media.engine import MediaEngine
 from softswitch.sip.ids import counter_ids
 from softswitch.switch import SwitchCore
 
-from .test_calls import Caller, Net, finals, make_config, register
+from .test_calls import Caller, finals, make_config, register, switch_net
 
 
 async def test_no_free_rtp_port_gives_503_with_retry_after(
@@ -24,14 +23,8 @@ async def test_no_free_rtp_port_gives_503_with_retry_after(
     core = SwitchCore(config, store, ids=counter_ids("t"), secret=b"k" * 32, local_hosts=["127.0.0.1"])
     media = MediaEngine(host="127.0.0.1", ports=(43990, 43991), capacity=8)  # one RTP/RTCP pair
     media.start()
-    holder: list[Net] = []
-    calls = B2BUA(
-        config, core.stack, core.ids, store, core.auth, media, None,
-        local={"udp": ("127.0.0.1", 5060)}, clock=lambda: (holder[0].now, holder[0].wall),
-    )  # fmt: skip
-    core.enable_calls(calls)
-    n = Net(core, calls)
-    holder.append(n)
+    n = switch_net(core, media, None)
+    calls = n.calls
     register(n, "1002", 6002)
     try:
         caller = Caller(n)

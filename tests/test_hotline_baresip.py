@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 import wave
 from collections.abc import Iterator, Sequence
@@ -263,11 +261,7 @@ def test_matcher_rejects_a_prompt_heard_too_briefly(zh: dict[str, Pcm]) -> None:
 def hotline(tmp_path: Path) -> Iterator[Switch]:
     require_tools("baresip")
     sw = Switch(tmp_path / "switch", USERS, rtp_ports=free_port_range(100), extra_toml=HOTLINE_TOML)
-    seed = subprocess.run(
-        [sys.executable, "-m", "softswitch", "broker", "seed", "-c", str(sw.config_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert seed.returncode == 0, seed.stdout + seed.stderr
+    sw.cli("broker", "seed")
     sw.start()
     try:
         yield sw

@@ -13,8 +13,6 @@ import json
 import re
 import sqlite3
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ import soundfile as sf
 
 from softswitch.codecs.g711 import ulaw_encode
 from softswitch.codecs.telephone_event import TelephoneEvent, digit_event, encode_event
-from tests.peers import REPO, SippProcess, Switch, free_port_range, require_tools
+from tests.peers import SippProcess, Switch, free_port_range, require_tools
 from tests.rtp_pcap import write_pcap
 
 pytestmark = pytest.mark.peer
@@ -112,11 +110,7 @@ def dtmf_pcap(path: Path, keys: str, *, lead_s: float = 1.0, gap_s: float = 0.2,
 def hotline(tmp_path: Path) -> Iterator[Switch]:
     require_tools("sipp")
     sw = Switch(tmp_path / "switch", USERS, rtp_ports=free_port_range(100), extra_toml=HOTLINE_TOML)
-    seed = subprocess.run(
-        [sys.executable, "-m", "softswitch", "broker", "seed", "-c", str(sw.config_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert seed.returncode == 0, seed.stdout + seed.stderr
+    sw.cli("broker", "seed")
     sw.start()
     try:
         yield sw

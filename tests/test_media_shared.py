@@ -15,6 +15,7 @@ import pytest
 from softswitch.media.engine import Leg, MediaEngine, MediaError
 from softswitch.media.mmsg import MmsgSocket, address_key, key_address, sockaddr
 from softswitch.media.rtp import ReceiverReport, SenderReport, build_rr, parse_rtcp
+from tests.peers import free_port
 
 HEADER = struct.Struct("!BBHII")
 
@@ -201,15 +202,8 @@ async def test_bad_packets_never_stop_the_batch(engine: MediaEngine, monkeypatch
 
 
 async def test_rtcp_on_the_shared_port(engine: MediaEngine) -> None:
-    for _ in range(50):  # a phone with RTP on p and RTCP on p + 1
-        rtp = Phone()
-        try:
-            rtcp = Phone(port=rtp.addr[1] + 1)
-            break
-        except OSError:
-            rtp.close()
-    else:
-        pytest.skip("no free port pair")
+    p = free_port(even=True, tcp=False)  # a phone with RTP on p and RTCP on p + 1
+    rtp, rtcp = Phone(port=p), Phone(port=p + 1)
     leg = engine.create_leg()
     leg.configure(codec="pcmu", remote=rtp.addr)
     assert engine.shared is not None
